@@ -1,0 +1,29 @@
+"""User-facing errors and the wrapper that turns them into one clear line.
+
+Library code raises `InputError` for anything the user can fix (a path, a flag, a file);
+its message names the file or flag and says what to do.  Entry points run their `main`
+through `run_main`, so the user sees `prog: error: message` and a non-zero exit code
+instead of a traceback from deep inside TensorFlow.
+"""
+import os
+import sys
+
+from absl import app
+
+
+class InputError(ValueError):
+    """Bad input the user can fix; the message names the file or flag and the remedy."""
+
+
+def run_main(main):
+    """absl `app.run(main)`, printing `InputError` as one line and exiting with status 2."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except InputError as err:
+            prog = os.path.basename(sys.argv[0]) or "cxr_fast"
+            print(f"{prog}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(guarded)

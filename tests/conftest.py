@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny synthetic chest X-ray folder and its TFRecord set, made once per session."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from cxr_fast import config as config_lib  # noqa: E402
+
+
+def make_synthetic(path, num_patients=40, seed=0, kaggle_quirks=False, difficulty=0.3):
+    from cxr_fast import synthetic
+
+    config = config_lib.SyntheticConfig(output_dir=str(path), num_patients=num_patients, seed=seed,
+                                        difficulty=difficulty, min_size=96, max_size=160,
+                                        kaggle_quirks=kaggle_quirks, num_workers=1)
+    synthetic.generate(config, log=lambda *_: None)
+    return str(path)
+
+
+def convert(data_dir, output_dir, **overrides):
+    from cxr_fast import tfrecord_writer
+
+    settings = dict(data_dir=str(data_dir), output_dir=str(output_dir), image_size=32, num_workers=1)
+    settings.update(overrides)
+    return tfrecord_writer.convert(config_lib.ConvertConfig(**settings), log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """40 patients in the Kaggle layout, with its nested duplicate copy and __MACOSX junk."""
+    return make_synthetic(tmp_path_factory.mktemp("synthetic") / "data", kaggle_quirks=True)
+
+
+@pytest.fixture(scope="session")
+def records_dir(synthetic_dir, tmp_path_factory):
+    """The synthetic set as 32 px JPEG records, patient split, several shards per split."""
+    out = tmp_path_factory.mktemp("records") / "jpeg32"
+    convert(synthetic_dir, out, shard_size_mb=0.004)
+    return str(out)

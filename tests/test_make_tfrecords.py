@@ -1,0 +1,31 @@
+"""The converter's command line: a real run, and one clear line for each kind of bad input."""
+import json
+import os
+
+from cli import assert_one_line_error, run
+
+
+def test_cli_converts_with_progress_and_summary(tmp_path):
+    data = tmp_path / "data"
+    assert run("tools.make_synthetic", f"--output_dir={data}", "--num_patients=12", "--size_range=96,128").returncode == 0
+    out = tmp_path / "records"
+    result = run("tools.make_tfrecords", f"--data_dir={data}", f"--output_dir={out}", "--image_size=16",
+                 "--encoding=raw", "--num_workers=2", "--split_fractions=0.5,0.25,0.25")
+    assert result.returncode == 0, result.stderr
+    assert "converting:" in result.stdout and "img/s" in result.stdout
+    assert "split" in result.stdout and "patients" in result.stdout  # the summary table
+    manifest = json.load(open(out / "manifest.json"))
+    assert manifest["settings"]["encoding"] == "raw" and manifest["timing"]["workers"] == 2
+    assert manifest["settings"]["split_fractions"] == [0.5, 0.25, 0.25]
+
+    again = run("tools.make_tfrecords", f"--data_dir={data}", f"--output_dir={out}")
+    assert_one_line_error(again, "--output_dir", "--overwrite")
+    assert json.load(open(out / "manifest.json")) == manifest  # untouched
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    assert_one_line_error(run("tools.make_tfrecords", f"--data_dir={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}"),
+                          "--data_dir", "is not a folder")
+    assert_one_line_error(run("tools.make_tfrecords", f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}",
+                              "--split_fractions=a,b,c"), "--split_fractions")
+    assert not os.path.exists(tmp_path / "o")

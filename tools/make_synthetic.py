@@ -1,0 +1,41 @@
+"""Writes the embedded synthetic chest film set in the Kermany folder layout.
+
+    python -m tools.make_synthetic --output_dir=data/synthetic --num_patients=400
+
+See `cxr_fast.synthetic` for what the films look like and how the PNEUMONIA sign is drawn.
+"""
+from absl import flags
+
+from cxr_fast import config as config_lib
+from cxr_fast import errors, synthetic
+
+flags.DEFINE_string("output_dir", None, "Folder to write chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ into.")
+flags.DEFINE_integer("num_patients", 400, "Patients; each has 1 or more films (about 1.5 on average).")
+flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same files.")
+flags.DEFINE_float("difficulty", 0.5, "0: opacities obvious, 1: barely visible.")
+flags.DEFINE_list("size_range", ["900", "2000"], "min,max film width in pixels.")
+flags.DEFINE_bool("kaggle_quirks", False, "Add the Kaggle zip's nested duplicate copy and __MACOSX junk.")
+flags.DEFINE_integer("num_workers", 0, "Drawing processes; 0 uses every core.")
+flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
+flags.mark_flags_as_required(["output_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
+    try:
+        min_size, max_size = (int(v) for v in FLAGS.size_range)
+    except ValueError:
+        raise errors.InputError(f"--size_range={','.join(FLAGS.size_range)} must be two integers, e.g. 900,2000") \
+            from None
+    config = config_lib.SyntheticConfig(
+        output_dir=FLAGS.output_dir, num_patients=FLAGS.num_patients, seed=FLAGS.seed,
+        difficulty=FLAGS.difficulty, min_size=min_size, max_size=max_size, kaggle_quirks=FLAGS.kaggle_quirks,
+        num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
+    ).validate()
+    synthetic.generate(config)
+
+
+if __name__ == "__main__":
+    errors.run_main(main)

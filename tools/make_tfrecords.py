@@ -1,0 +1,59 @@
+"""Turns a chest X-ray folder into a split, sharded, checksummed TFRecord set.
+
+    python -m tools.make_tfrecords --data_dir=chest_xray --output_dir=records/kermany128
+
+Writes `{split}-{i:05d}-of-{n:05d}.tfrecord` shards, `manifest.json` and `splits.csv`
+(see `cxr_fast.tfrecord_writer`).  The default split keeps every patient in one split;
+`--split=image` reproduces the reference report's leaky image-level split.
+"""
+from absl import flags
+
+from cxr_fast import config as config_lib
+from cxr_fast import errors
+
+flags.DEFINE_string("data_dir", None, "Folder with NORMAL/ and PNEUMONIA/ folders at any depth "
+                    "(the Kaggle or Mendeley download as unpacked, or a flat two-folder layout).")
+flags.DEFINE_string("output_dir", None, "Folder for the shards, manifest.json and splits.csv.")
+flags.DEFINE_enum("split", "patient", ["patient", "image", "official"],
+                  "patient: no patient in two splits (default); image: the reference's per-class image split; "
+                  "official: the data set's own test folder, val carved from train by patient.")
+flags.DEFINE_list("split_fractions", ["0.6", "0.2", "0.2"], "train,val,test fractions (sum 1).")
+flags.DEFINE_integer("seed", 42, "Seed of the split and of the record order.")
+flags.DEFINE_integer("image_size", 128, "Stored size (square, aspect not kept, as in the reference); "
+                     "0 keeps the full resolution.")
+flags.DEFINE_enum("encoding", "jpeg", ["jpeg", "png", "raw"], "Stored encoding of the 1-channel images.")
+flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --encoding=jpeg.")
+flags.DEFINE_float("shard_size_mb", 100.0, "Target shard size in MB; every non-empty split gets at least "
+                   "one shard. For N hosts write at least 10 shards per host.")
+flags.DEFINE_integer("num_workers", 0, "Decoding processes; 0 uses every core.")
+flags.DEFINE_integer("max_image_pixels", config_lib.DEFAULT_MAX_PIXELS,
+                     "Images with more pixels are skipped as decompression bombs.")
+flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
+flags.mark_flags_as_required(["data_dir", "output_dir"])
+FLAGS = flags.FLAGS
+
+
+def _fractions(values):
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise errors.InputError(f"--split_fractions={','.join(values)} must be numbers, e.g. 0.6,0.2,0.2") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
+    config = config_lib.ConvertConfig(
+        data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, split=FLAGS.split,
+        split_fractions=_fractions(FLAGS.split_fractions), seed=FLAGS.seed, image_size=FLAGS.image_size,
+        encoding=FLAGS.encoding, jpeg_quality=FLAGS.jpeg_quality, shard_size_mb=FLAGS.shard_size_mb,
+        num_workers=FLAGS.num_workers, max_image_pixels=FLAGS.max_image_pixels, overwrite=FLAGS.overwrite,
+    ).validate()
+    # Imported here, not above: spawned decode workers re-import this module and must not load TensorFlow.
+    from cxr_fast import tfrecord_writer
+
+    tfrecord_writer.convert(config, log=print)
+
+
+if __name__ == "__main__":
+    errors.run_main(main)
