@@ -84,3 +84,63 @@ class SyntheticConfig:
         if self.num_workers < 0:
             raise InputError(f"--num_workers={self.num_workers} must be 0 (all cores) or more")
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How `cxr_fast.input_pipeline` reads a record set for training and evaluation."""
+
+    data_dir: str
+    image_size: int = 128  # model input; records of another stored size are resized on the fly
+    global_batch_size: int = 64
+    channels: int = 1  # 1: the model replicates gray on the device (3x less to move and augment)
+    cache: str = "auto"  # auto: in memory when the decoded split fits cache_budget_mb
+    cache_budget_mb: int = 4096
+    shuffle_buffer: int = 16384
+    seed: int = 42
+    verify: bool = False  # sha256 of every shard against the manifest before reading
+    num_threads: int = 0  # tf.data thread pool size; 0: TensorFlow's default (all cores)
+    ram_budget_mb: int = 0  # tf.data autotune RAM budget; 0: TensorFlow's default
+    decode_batch: int = 256  # records parsed and decoded per vectorized call
+
+    def validate(self):
+        if self.image_size < 8:
+            raise InputError(f"--image_size={self.image_size} must be at least 8")
+        if self.global_batch_size < 1:
+            raise InputError(f"--batch_size={self.global_batch_size} must be at least 1")
+        if self.channels not in (1, 3):
+            raise InputError(f"--channels={self.channels} must be 1 or 3")
+        if self.cache not in ("auto", "memory", "none"):
+            raise InputError(f"--cache={self.cache} must be auto, memory or none")
+        if min(self.cache_budget_mb, self.shuffle_buffer, self.num_threads, self.ram_budget_mb) < 0:
+            raise InputError("--cache_budget_mb, --shuffle_buffer, --num_threads and --ram_budget_mb "
+                             "must not be negative")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """The reference's ImageDataGenerator settings, in its own units (see `cxr_fast.augment`)."""
+
+    kind: str = "reference"  # reference | none
+    impl: str = "fused"  # fused: one affine resample per image; chain: five keras-cv layers
+    rotation_deg: float = 30.0
+    width_shift: float = 0.2
+    height_shift: float = 0.2
+    shear_deg: float = 0.2  # ImageDataGenerator's shear_range is in degrees
+    zoom: float = 0.2
+    horizontal_flip: bool = True
+    fill_mode: str = "nearest"
+
+    def validate(self):
+        if self.kind not in ("reference", "none"):
+            raise InputError(f"--augment={self.kind} must be reference or none")
+        if self.impl not in ("fused", "chain"):
+            raise InputError(f"--augment_impl={self.impl} must be fused or chain")
+        if not 0 <= self.rotation_deg <= 180 or not 0 <= self.shear_deg < 90:
+            raise InputError("--rotation_range must be in [0, 180] and --shear_range in [0, 90) degrees")
+        if not (0 <= self.width_shift < 1 and 0 <= self.height_shift < 1 and 0 <= self.zoom < 1):
+            raise InputError("--width_shift_range, --height_shift_range and --zoom_range must be in [0, 1)")
+        if self.fill_mode not in ("nearest", "reflect", "wrap", "constant"):
+            raise InputError(f"--fill_mode={self.fill_mode} must be nearest, reflect, wrap or constant")
+        return self
