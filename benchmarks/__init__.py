@@ -1,0 +1,1 @@
+"""Throughput benchmarks; each module runs alone (`python -m benchmarks.NAME`) or from run_all."""

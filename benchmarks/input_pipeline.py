@@ -1,0 +1,122 @@
+"""Input pipeline images/s, side by side with the reference's own pipeline, in one run.
+
+    python -m benchmarks.input_pipeline --image_dir=chest_xray/train --tfrecord_dir=/tmp/bench \
+        --seconds=5 --json=input_pipeline.json
+
+`--image_dir` holds NORMAL/ and PNEUMONIA/ folders of full-size images (what the reference read).
+`--tfrecord_dir` holds (or receives, converted from `--image_dir` by `tools.make_tfrecords`'
+library) one 128 px record set per encoding: `jpeg/`, `png/`, `raw/`.
+
+Variants, all at 128x128, batch 64: the reference (tf_keras ImageDataGenerator.flow_from_directory
+with its augmentation), `keras.utils.image_dataset_from_directory`, and cxr_fast's training
+pipeline for each encoding, cache off and on, on 1 core and on all cores, plus the
+augmentation applied to every batch (as the trainer does on the device).
+"""
+import os
+
+import tensorflow as tf
+from absl import app, flags
+
+from benchmarks import common
+from cxr_fast import augment, config as config_lib, input_pipeline, tfrecord_writer
+
+SIZE, BATCH = 128, 64
+
+
+def reference_batches(image_dir):
+    """The reference's pipeline: ImageDataGenerator with its settings (needs tf_keras and scipy)."""
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    generator = ImageDataGenerator(rescale=1 / 255, shear_range=0.2, width_shift_range=0.2, height_shift_range=0.2,
+                                   rotation_range=30, horizontal_flip=True, zoom_range=0.2, fill_mode="nearest")
+    return generator.flow_from_directory(image_dir, target_size=(SIZE, SIZE), batch_size=BATCH, class_mode="binary",
+                                         classes=_class_folders(image_dir), seed=0)
+
+
+def _class_folders(image_dir):
+    folders = {name.upper(): name for name in os.listdir(image_dir)}
+    return [folders[name] for name in ("NORMAL", "PNEUMONIA") if name in folders]
+
+
+def keras_directory_batches(image_dir):
+    ds = tf.keras.utils.image_dataset_from_directory(
+        image_dir, labels="inferred", label_mode="binary", class_names=_class_folders(image_dir),
+        image_size=(SIZE, SIZE), batch_size=BATCH, shuffle=True, seed=0, verbose=False)
+    return ds.repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def ensure_record_sets(image_dir, tfrecord_dir, encodings):
+    """Converts `image_dir` once per encoding (128 px) unless a record set is already there."""
+    for encoding in encodings:
+        target = os.path.join(tfrecord_dir, encoding)
+        if not os.path.isfile(os.path.join(target, "manifest.json")):
+            tfrecord_writer.convert(config_lib.ConvertConfig(
+                data_dir=image_dir, output_dir=target, image_size=SIZE, encoding=encoding, shard_size_mb=8,
+                split_fractions=(0.8, 0.1, 0.1)), log=lambda *_: None)
+
+
+def with_augmentation(dataset):
+    """The pipeline followed by the reference augmentation (here on the CPU; in training on the device)."""
+    layer = augment.Augmentation(config_lib.AugmentConfig(), seed=0)
+    return dataset.map(lambda images, labels: (layer(images, training=True), labels))
+
+
+def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=print):
+    """Measures every variant; returns the list of variant dicts (see the module docstring)."""
+    all_cores = os.cpu_count() or 1
+    variants = []
+
+    def add(name, batches, cores, **settings):
+        if isinstance(batches, tf.data.Dataset):
+            rate = common.dataset_images_per_second(batches, seconds)
+            settings["consumer"] = "tf.function, 20 batches a call"
+        else:
+            rate = common.images_per_second(batches, seconds)
+            settings["consumer"] = "python loop"
+        variants.append({"name": name, "img_per_s": rate, "cores": cores, "settings": settings})
+        log(f"{name}: {rate:,.0f} img/s")
+
+    try:
+        add("reference ImageDataGenerator", reference_batches(image_dir), 1, augment="reference", decode="PIL")
+    except ImportError:
+        log("reference pipeline skipped: pip install --no-deps -r benchmarks/requirements-reference.txt")
+    add("keras image_dataset_from_directory", keras_directory_batches(image_dir), all_cores, augment="none")
+    ensure_record_sets(image_dir, tfrecord_dir, encodings)
+    for encoding in encodings:
+        record_set = input_pipeline.open_record_set(os.path.join(tfrecord_dir, encoding))
+        for cache in ("none", "memory"):
+            for cores in sorted({1, all_cores}):
+                config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
+                                               cache=cache, num_threads=cores)
+                add(f"cxr_fast {encoding} cache={cache}", input_pipeline.train_dataset(record_set, config), cores,
+                    encoding=encoding, cache=cache, augment="none")
+            config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
+                                           cache=cache)
+            if encoding == "jpeg":
+                add(f"cxr_fast {encoding} cache={cache} +augment", with_augmentation(
+                    input_pipeline.train_dataset(record_set, config)), all_cores, encoding=encoding, cache=cache,
+                    augment="reference fused, on the CPU")
+    reference = next((v["img_per_s"] for v in variants if v["name"].startswith("reference")), None)
+    for v in variants:
+        v["ratio_to_reference"] = v["img_per_s"] / reference if reference else None
+    return variants
+
+
+def main(argv):
+    del argv
+    FLAGS = flags.FLAGS
+    variants = run(FLAGS.image_dir, FLAGS.tfrecord_dir, FLAGS.seconds)
+    payload = {"benchmark": "input_pipeline", "machine": common.machine(),
+               "config": {"image_size": SIZE, "batch_size": BATCH, "seconds": FLAGS.seconds,
+                          "image_dir": FLAGS.image_dir}, "variants": variants}
+    print(common.table(variants))
+    common.write_json(FLAGS.json, payload)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("image_dir", None, "Folder with NORMAL/ and PNEUMONIA/ image folders (full size).")
+    flags.DEFINE_string("tfrecord_dir", None, "Folder with (or for) jpeg/, png/, raw/ record sets.")
+    flags.DEFINE_float("seconds", 5.0, "Measuring window per variant, after warm-up.")
+    flags.DEFINE_string("json", None, "Write the results here as JSON.")
+    flags.mark_flags_as_required(["image_dir", "tfrecord_dir"])
+    app.run(main)
