@@ -144,3 +144,32 @@ class AugmentConfig:
         if self.fill_mode not in ("nearest", "reflect", "wrap", "constant"):
             raise InputError(f"--fill_mode={self.fill_mode} must be nearest, reflect, wrap or constant")
         return self
+
+
+BACKBONES = tuple(f"B{i}" for i in range(8))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """EfficientNet backbone + the reference head (see `cxr_fast.model`)."""
+
+    backbone: str = "B2"
+    image_size: int = 128
+    channels: int = 1  # input channels; gray is replicated to RGB inside the model
+    weights: str = "imagenet"  # imagenet | none | path to a Keras weights file of the backbone
+    freeze_layers: int = 0  # freeze the first N backbone layers (model 1: 10) ...
+    freeze_fraction: float = 0.0  # ... or this fraction of them (model 2: 0.7)
+
+    def validate(self):
+        if self.backbone not in BACKBONES:
+            raise InputError(f"--backbone={self.backbone} is not one of {', '.join(BACKBONES)}")
+        if self.weights not in ("imagenet", "none") and not os.path.isfile(self.weights):
+            raise InputError(f"--weights={self.weights}: no such file; use imagenet, none, or the path of a "
+                             "Keras weights file (.weights.h5 or .h5) of the backbone without its top")
+        if self.freeze_layers < 0 or not 0.0 <= self.freeze_fraction <= 1.0:
+            raise InputError("--freeze_layers must be >= 0 and --freeze_fraction in [0, 1]")
+        if self.freeze_layers and self.freeze_fraction:
+            raise InputError("give --freeze_layers or --freeze_fraction, not both")
+        if self.image_size < 32:
+            raise InputError(f"--image_size={self.image_size} must be at least 32 for EfficientNet")
+        return self

@@ -1,0 +1,31 @@
+"""The benchmarks run end to end on tiny inputs and report every variant they promise."""
+import json
+
+import pytest
+
+from benchmarks import augment, common, input_pipeline
+from conftest import make_synthetic
+
+
+def test_input_pipeline_benchmark_reports_every_variant(tmp_path):
+    pytest.importorskip("tf_keras", reason="pip install --no-deps -r benchmarks/requirements-reference.txt")
+    images = make_synthetic(tmp_path / "images", num_patients=24, seed=4)
+    image_dir = f"{images}/chest_xray/train"
+    variants = input_pipeline.run(image_dir, str(tmp_path / "records"), seconds=0.2, log=lambda *_: None)
+    names = [v["name"] for v in variants]
+    assert names[0] == "reference ImageDataGenerator" and variants[0]["ratio_to_reference"] == 1.0
+    for encoding in ("jpeg", "png", "raw"):
+        for cache in ("none", "memory"):
+            assert f"cxr_fast {encoding} cache={cache}" in names
+    assert {v["cores"] for v in variants if v["name"].startswith("cxr_fast")} >= {1}
+    assert all(v["img_per_s"] > 0 and v["ratio_to_reference"] > 0 for v in variants)
+    assert "x ref" in common.table(variants)
+    common.write_json(str(tmp_path / "out.json"), {"variants": variants})
+    assert json.load(open(tmp_path / "out.json"))["variants"][0]["name"] == names[0]
+
+
+def test_augment_benchmark_compares_both_implementations_with_a_step():
+    result = augment.run(seconds=0.1, batch=4, size=32, backbone="B0", log=lambda *_: None)
+    names = [v["name"] for v in result["variants"]]
+    assert names == ["augment fused", "augment chain", "EfficientNetB0 train step (float32)"]
+    assert result["fused_speedup_over_chain"] > 0 and 0 < result["fused_share_of_step"]
