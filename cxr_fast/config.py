@@ -173,3 +173,51 @@ class ModelConfig:
         if self.image_size < 32:
             raise InputError(f"--image_size={self.image_size} must be at least 32 for EfficientNet")
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: data, model, augmentation, optimization, distribution, outputs."""
+
+    model_dir: str
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    epochs: int = 30
+    learning_rate: float = 1e-3
+    class_weight: str = "balanced"  # balanced (sklearn's formula on the training labels) | none
+    strategy: str = "auto"  # auto | one_device | mirrored | multi_worker
+    precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
+    jit_compile: str = "auto"  # auto | on | off
+    steps_per_epoch: int = 0  # 0: one pass over the training records
+    steps_per_loop: int = 0  # steps inside one tf.function call; 0: 1 on CPU, up to 50 on GPUs
+    checkpoint_every_secs: float = 600.0  # mid-epoch checkpoints; 0: after every loop
+    reduce_lr_factor: float = 0.2
+    reduce_lr_patience: int = 10
+    min_learning_rate: float = 1e-5
+    early_stopping_patience: int = 10
+    seed: int = 42
+    resume: bool = True  # continue from model_dir's checkpoint when there is one
+    collective_timeout_secs: float = 300.0  # multi_worker: a lost worker fails the others after this
+    export_dir: str = ""
+
+    def validate(self):
+        self.data.validate()
+        self.model.validate()
+        self.augment.validate()
+        if self.data.image_size != self.model.image_size or self.data.channels != self.model.channels:
+            raise InputError("data and model image size and channels must agree")
+        choices = {"class_weight": ("balanced", "none"),
+                   "strategy": ("auto", "one_device", "mirrored", "multi_worker"),
+                   "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
+                   "jit_compile": ("auto", "on", "off")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise InputError(f"--{name}={getattr(self, name)} is not one of {', '.join(allowed)}")
+        if self.epochs < 1 or self.learning_rate <= 0:
+            raise InputError("--epochs must be at least 1 and --learning_rate above 0")
+        if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs) < 0:
+            raise InputError("--steps_per_epoch, --steps_per_loop and --checkpoint_every_secs must not be negative")
+        if not self.model_dir:
+            raise InputError("--model_dir is required")
+        return self

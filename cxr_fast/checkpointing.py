@@ -1,0 +1,98 @@
+"""What a run leaves in model_dir so that it can be stopped at any moment and continued.
+
+`checkpoints/` holds TensorFlow checkpoints of the model, the optimizer (its learning rate
+included) and the position (epoch, step in epoch, global step); `checkpoints/state.json`,
+written atomically after each checkpoint, names the newest one and carries what a TF
+checkpoint cannot: the history so far and the callbacks' counters (ReduceLROnPlateau and
+EarlyStopping patience, the best val_loss).  A run killed mid-epoch resumes at the step it had
+reached, so it still ends after the configured number of epochs.
+
+`AtomicModelCheckpoint` is Keras' ModelCheckpoint (best val_loss, weights only, as the
+reference) writing through a temporary file, so best.weights.h5 is never half-written.
+"""
+import csv
+import io
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from cxr_fast import atomic
+
+STATE = "state.json"
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint whose file appears only when complete."""
+
+    def _save_model(self, epoch, batch, logs):
+        final = self.filepath
+        folder, name = os.path.split(final)
+        temporary = os.path.join(folder, "." + name.replace(".weights.h5", "") + ".partial.weights.h5")
+        if os.path.exists(temporary):
+            os.remove(temporary)  # left by a run killed while saving
+        self.filepath = temporary
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            self.filepath = final
+        if os.path.exists(temporary):
+            os.replace(temporary, final)
+
+
+def callback_state(callbacks):
+    """The counters of the stateful reference callbacks, as JSON-able values."""
+    state = {}
+    for callback in callbacks:
+        fields = {"ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+                  "EarlyStopping": ("wait", "best", "best_epoch", "stopped_epoch"),
+                  "AtomicModelCheckpoint": ("best",)}.get(type(callback).__name__, ())
+        values = {f: getattr(callback, f, None) for f in fields}
+        state[type(callback).__name__] = {k: (float(v) if isinstance(v, float) or hasattr(v, "dtype") else v)
+                                          for k, v in values.items()}
+    return state
+
+
+def restore_callback_state(callbacks, state):
+    for callback in callbacks:
+        for field, value in state.get(type(callback).__name__, {}).items():
+            if value is not None:
+                setattr(callback, field, value)
+
+
+class RunState:
+    """Checkpoints and state.json in `{write_dir}/checkpoints`; history files in `write_dir`."""
+
+    def __init__(self, write_dir, checkpoint):
+        self.write_dir = write_dir
+        self.folder = os.path.join(write_dir, "checkpoints")
+        self.manager = tf.train.CheckpointManager(checkpoint, self.folder, max_to_keep=2)
+        self.checkpoint = checkpoint
+
+    def load(self):
+        """The saved state dict (with its checkpoint restored), or None for a fresh run."""
+        path = os.path.join(self.folder, STATE)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            state = json.load(f)
+        self.checkpoint.restore(os.path.join(self.folder, state["checkpoint"])).assert_existing_objects_matched()
+        return state
+
+    def save(self, state, global_step):
+        path = self.manager.save(checkpoint_number=global_step)
+        atomic.write_json(os.path.join(self.folder, STATE), {**state, "checkpoint": os.path.basename(path)})
+
+    def write_history(self, history):
+        atomic.write_json(os.path.join(self.write_dir, "history.json"), history)
+        keys = list(dict.fromkeys(k for row in history for k in row))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic.write_text(os.path.join(self.write_dir, "history.csv"), buffer.getvalue())
+
+
+def has_state(model_dir):
+    return os.path.isfile(os.path.join(model_dir, "checkpoints", STATE))

@@ -1,0 +1,97 @@
+"""Where and how a run computes: strategy, precision and XLA, chosen per device, and who writes.
+
+Choices measured on this project's CPU machine (see BUILD.md): XLA made an EfficientNetB2 step
+about 12x slower and mixed_bfloat16 about 2x slower than float32, so `auto` turns both off on
+CPU.  On GPUs XLA fuses the many small ops of EfficientNet; bfloat16 needs compute capability
+8.0 (Ampere) or newer, float16 (with loss scaling) 7.0 (Volta, Turing).
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from cxr_fast.errors import InputError
+
+
+def _gpus():
+    return tf.config.list_physical_devices("GPU")
+
+
+def make_strategy(name, collective_timeout_secs=300.0):
+    """auto: MirroredStrategy over all GPUs when there are several, else one device.
+
+    `mirrored` without GPUs mirrors over the logical CPU devices, which is how the tests run
+    two replicas on one CPU.  `multi_worker` reads the cluster from TF_CONFIG.
+    """
+    gpus = _gpus()
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise InputError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task); "
+                             "see BUILD.md or start the workers with `python -m tools.launch_local`")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as err:
+            raise InputError(f"TF_CONFIG is not valid JSON ({err})") from None
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout_secs)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    raise InputError(f"--strategy={name} is not one of auto, one_device, mirrored, multi_worker")
+
+
+def _compute_capability():
+    gpus = _gpus()
+    if not gpus:
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return details.get("compute_capability")
+
+
+def choose_precision(name):
+    """The Keras dtype policy name for a --precision value."""
+    if name != "auto":
+        return name
+    capability = _compute_capability()
+    if capability is None:
+        return "float32"
+    if capability >= (8, 0):
+        return "mixed_bfloat16"
+    return "mixed_float16" if capability >= (7, 0) else "float32"
+
+
+def choose_jit(name):
+    if name == "auto":
+        return bool(_gpus())
+    return name == "on"
+
+
+def is_chief(strategy):
+    """Only the chief (task 0 of a multi-worker cluster, or the one process) writes outputs."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                             and "chief" not in resolver.cluster_spec().as_dict())
+
+
+class WriteDir:
+    """The folder a process writes to: model_dir on the chief, a temporary folder elsewhere.
+
+    Every worker must take part in saving a distributed checkpoint, so non-chief workers
+    write theirs to a private folder that is removed when the run ends.
+    """
+
+    def __init__(self, model_dir, chief):
+        self.chief = chief
+        self.path = model_dir if chief else tempfile.mkdtemp(prefix="cxr_fast_worker_")
+
+    def cleanup(self):
+        if not self.chief:
+            shutil.rmtree(self.path, ignore_errors=True)

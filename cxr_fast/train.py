@@ -1,0 +1,104 @@
+"""Trains the reference classifier: flags -> TrainConfig -> `trainer.train_and_evaluate`.
+
+    python -m cxr_fast.train --flagfile=model2.flags --data_dir=records/kermany128 --model_dir=runs/model2
+
+The same command runs on one device, on all GPUs of a host (--strategy=auto or mirrored) and,
+with TF_CONFIG set on every host, across hosts (--strategy=multi_worker).  The resolved flags
+are written to `{model_dir}/flags.txt`, itself a flagfile that reproduces the run.
+"""
+import sys
+
+from absl import flags
+
+from cxr_fast import config as config_lib
+from cxr_fast import errors
+
+# Data
+flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
+flags.DEFINE_string("model_dir", None, "Outputs: checkpoints, history, model.keras, summary.json.")
+flags.DEFINE_integer("image_size", 128, "Model input size; records of another stored size are resized.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas).")
+flags.DEFINE_enum("cache", "auto", ["auto", "memory", "none"], "Cache the decoded training split in memory.")
+flags.DEFINE_integer("cache_budget_mb", 4096, "cache=auto caches when the decoded split fits this.")
+flags.DEFINE_integer("shuffle_buffer", 16384, "Records in the shuffle buffer.")
+flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 against the manifest before training.")
+# Model
+flags.DEFINE_enum("backbone", "B2", list(config_lib.BACKBONES), "EfficientNet variant.")
+flags.DEFINE_string("weights", "imagenet", "imagenet, none, or the path of a local Keras weights file "
+                    "(the *_notop.h5 of the backbone) for machines without internet.")
+flags.DEFINE_integer("freeze_layers", 0, "Freeze the first N backbone layers (model 1: 10).")
+flags.DEFINE_float("freeze_fraction", 0.0, "Freeze this fraction of the backbone layers (model 2: 0.7).")
+# Augmentation (the reference's ImageDataGenerator settings, in its units)
+flags.DEFINE_enum("augment", "reference", ["reference", "none"], "Training augmentation.")
+flags.DEFINE_enum("augment_impl", "fused", ["fused", "chain"],
+                  "fused: one affine resample per image; chain: five keras-cv layers.")
+flags.DEFINE_float("rotation_range", 30.0, "Rotation, +- degrees.")
+flags.DEFINE_float("width_shift_range", 0.2, "Horizontal shift, +- fraction of the width.")
+flags.DEFINE_float("height_shift_range", 0.2, "Vertical shift, +- fraction of the height.")
+flags.DEFINE_float("shear_range", 0.2, "Shear, +- DEGREES (ImageDataGenerator's unit).")
+flags.DEFINE_float("zoom_range", 0.2, "Zoom in [1 - z, 1 + z], drawn for x and y independently.")
+flags.DEFINE_bool("horizontal_flip", True, "Flip half of the images horizontally.")
+flags.DEFINE_enum("fill_mode", "nearest", ["nearest", "reflect", "wrap", "constant"], "Fill outside the image.")
+# Optimization
+flags.DEFINE_integer("epochs", 30, "Epochs (passes over the training split).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (model 1: 1e-3, model 2: 1e-4).")
+flags.DEFINE_enum("class_weight", "balanced", ["balanced", "none"], "Loss weights per class.")
+flags.DEFINE_float("reduce_lr_factor", 0.2, "ReduceLROnPlateau factor.")
+flags.DEFINE_integer("reduce_lr_patience", 10, "ReduceLROnPlateau patience (epochs).")
+flags.DEFINE_float("min_learning_rate", 1e-5, "ReduceLROnPlateau floor.")
+flags.DEFINE_integer("early_stopping_patience", 10, "EarlyStopping patience (epochs).")
+flags.DEFINE_integer("seed", 42, "Seed of weights, augmentation and sample order.")
+# Distribution and speed
+flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored", "multi_worker"],
+                  "auto: all GPUs of this host when there are several, else one device.")
+flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+                  "auto: float32 on CPU, bfloat16 on Ampere+ GPUs, float16 on Volta/Turing.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"], "XLA for forward/backward; auto: on for GPUs.")
+flags.DEFINE_integer("steps_per_epoch", 0, "0: one pass over the training split.")
+flags.DEFINE_integer("steps_per_loop", 0, "Steps per tf.function call; 0: 1 on CPU, up to 50 on GPUs.")
+flags.DEFINE_float("checkpoint_every_secs", 600.0, "Mid-epoch checkpoint interval; 0: after every loop.")
+flags.DEFINE_bool("resume", True, "Continue the run in --model_dir if it holds one.")
+flags.DEFINE_float("collective_timeout_secs", 300.0, "multi_worker: fail instead of hanging on a lost worker.")
+flags.mark_flags_as_required(["data_dir", "model_dir"])
+FLAGS = flags.FLAGS
+
+
+def config_from_flags():
+    data = config_lib.DataConfig(
+        data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, global_batch_size=FLAGS.batch_size, cache=FLAGS.cache,
+        cache_budget_mb=FLAGS.cache_budget_mb, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
+        verify=FLAGS.verify_records)
+    model = config_lib.ModelConfig(
+        backbone=FLAGS.backbone, image_size=FLAGS.image_size, weights=FLAGS.weights,
+        freeze_layers=FLAGS.freeze_layers, freeze_fraction=FLAGS.freeze_fraction)
+    augment = config_lib.AugmentConfig(
+        kind=FLAGS.augment, impl=FLAGS.augment_impl, rotation_deg=FLAGS.rotation_range,
+        width_shift=FLAGS.width_shift_range, height_shift=FLAGS.height_shift_range, shear_deg=FLAGS.shear_range,
+        zoom=FLAGS.zoom_range, horizontal_flip=FLAGS.horizontal_flip, fill_mode=FLAGS.fill_mode)
+    return config_lib.TrainConfig(
+        model_dir=FLAGS.model_dir, data=data, model=model, augment=augment, epochs=FLAGS.epochs,
+        learning_rate=FLAGS.learning_rate, class_weight=FLAGS.class_weight, strategy=FLAGS.strategy,
+        precision=FLAGS.precision, jit_compile=FLAGS.jit_compile, steps_per_epoch=FLAGS.steps_per_epoch,
+        steps_per_loop=FLAGS.steps_per_loop, checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+        reduce_lr_factor=FLAGS.reduce_lr_factor, reduce_lr_patience=FLAGS.reduce_lr_patience,
+        min_learning_rate=FLAGS.min_learning_rate, early_stopping_patience=FLAGS.early_stopping_patience,
+        seed=FLAGS.seed, resume=FLAGS.resume, collective_timeout_secs=FLAGS.collective_timeout_secs,
+    ).validate()
+
+
+def resolved_flags():
+    """This entry point's flags with their values, as a flagfile."""
+    return "\n".join(f.serialize() for f in FLAGS.get_key_flags_for_module(sys.modules[__name__])) + "\n"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
+    config = config_from_flags()
+    from cxr_fast import trainer  # after flag parsing: importing TensorFlow takes seconds
+
+    trainer.train_and_evaluate(config, flags_text=resolved_flags())
+
+
+if __name__ == "__main__":
+    errors.run_main(main)
