@@ -188,18 +188,18 @@ def eval_dataset(record_set, split, config, with_metadata=False, batch_size=None
 
 
 @contextlib.contextmanager
-def readable_errors(record_set):
-    """Turns TensorFlow's data errors while iterating into one-line InputErrors naming the files."""
+def readable_errors(root):
+    """Turns TensorFlow's data errors while iterating records under `root` into one-line InputErrors."""
     try:
         yield
     except tf.errors.InvalidArgumentError as err:
         if _SIZE_MESSAGE not in err.message:
             raise
         files = re.findall(r"\b[\w./-]+\.(?:jpe?g|png|bmp|tiff?)\b", err.message, flags=re.I)
-        raise InputError(f"{record_set.root}: records whose image size differs from manifest.json "
+        raise InputError(f"{root}: records whose image size differs from manifest.json "
                          f"({', '.join(dict.fromkeys(files)) or 'see the shards'}); write the record set again") from None
     except tf.errors.DataLossError as err:
-        raise InputError(f"{record_set.root}: a shard is corrupt ({err.message.splitlines()[0]}); "
+        raise InputError(f"{root}: a shard is corrupt ({err.message.splitlines()[0]}); "
                          "run with --verify_records or write the record set again") from None
 
 

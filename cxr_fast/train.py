@@ -95,9 +95,10 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     config = config_from_flags()
-    from cxr_fast import trainer  # after flag parsing: importing TensorFlow takes seconds
+    from cxr_fast import input_pipeline, trainer  # after validation: bad flags fail before TensorFlow loads
 
-    trainer.train_and_evaluate(config, flags_text=resolved_flags())
+    with input_pipeline.readable_errors(config.data.data_dir):
+        trainer.train_and_evaluate(config, flags_text=resolved_flags())
 
 
 if __name__ == "__main__":

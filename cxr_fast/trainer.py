@@ -92,10 +92,10 @@ def train_and_evaluate(config, log=print, flags_text=None):
     record_set = input_pipeline.open_record_set(config.data.data_dir, config.data.verify)
     weights = class_weights(record_set, config.class_weight)
     global_batch = config.data.global_batch_size
-    steps_per_epoch = config.steps_per_epoch or record_set.num_records("train") // global_batch
-    if steps_per_epoch < 1:
+    if global_batch > record_set.num_records("train"):
         raise InputError(f"--batch_size={global_batch} is larger than the {record_set.num_records('train')} "
                          "training records; lower it")
+    steps_per_epoch = config.steps_per_epoch or record_set.num_records("train") // global_batch
     steps_per_loop = config.steps_per_loop or (min(50, steps_per_epoch) if tf.config.list_physical_devices("GPU")
                                                else 1)
     log(f"train {record_set.num_records('train')} records, {steps_per_epoch} steps of {global_batch} per epoch, "

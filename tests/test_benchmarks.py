@@ -29,3 +29,11 @@ def test_augment_benchmark_compares_both_implementations_with_a_step():
     names = [v["name"] for v in result["variants"]]
     assert names == ["augment fused", "augment chain", "EfficientNetB0 train step (float32)"]
     assert result["fused_speedup_over_chain"] > 0 and 0 < result["fused_share_of_step"]
+
+
+def test_train_step_benchmark_compares_resident_and_piped(records_dir):
+    from benchmarks import train_step
+
+    result = train_step.run(records_dir, seconds=0.1, backbone="B0", image_size=32, batch=8, log=lambda *_: None)
+    assert [v["name"] for v in result["variants"]] == ["train step, resident batch", "train step, input pipeline"]
+    assert all(v["img_per_s"] > 0 for v in result["variants"]) and result["pipeline_share_of_resident"] > 0

@@ -128,7 +128,7 @@ def test_changed_shard_fails_verification_only(copy_of):
         input_pipeline.open_record_set(copy_of, verify=True)
     record_set = input_pipeline.open_record_set(copy_of)
     with pytest.raises(InputError, match="corrupt"):
-        with input_pipeline.readable_errors(record_set):
+        with input_pipeline.readable_errors(record_set.root):
             for _ in input_pipeline.eval_dataset(record_set, "test", _config(copy_of)):
                 pass
 
@@ -140,7 +140,7 @@ def test_records_of_another_size_than_the_manifest_are_named(copy_of):
     json.dump(manifest, open(path, "w"))
     record_set = input_pipeline.open_record_set(copy_of)
     with pytest.raises(InputError, match=r"image size differs from manifest.json \(chest_xray/.*\.jpeg"):
-        with input_pipeline.readable_errors(record_set):
+        with input_pipeline.readable_errors(record_set.root):
             next(iter(input_pipeline.eval_dataset(record_set, "val", _config(copy_of))))
 
 

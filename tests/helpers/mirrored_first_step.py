@@ -1,0 +1,54 @@
+"""Run as a script (it must configure devices before TensorFlow starts): one training step with
+MirroredStrategy over 2 logical CPUs and with one device, same weights and global batch.
+
+Adam's first update is lr * sign(gradient) nearly everywhere, blind to how gradients are scaled
+and flipped by rounding where they are ~0, so the step is compared through Adam's first
+moment after it (0.1 * the aggregated gradient) and the loss; printed as JSON."""
+import json
+import sys
+
+import tensorflow as tf
+
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import numpy as np  # noqa: E402
+
+from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from cxr_fast.steps import Steps  # noqa: E402
+
+
+def updated_weights(strategy, initial, images, labels, config):
+    steps = Steps(config, strategy, class_weights=[2.0, 0.5])
+    for layer in steps.model._flatten_layers():  # dropout masks cannot agree across strategies
+        if hasattr(layer, "rate"):
+            layer.rate = 0.0
+    steps.model.set_weights(initial)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    totals = steps.train_loop(iterator, tf.constant(1)).numpy()
+    return [m.numpy() for m in steps.optimizer._momentums], totals
+
+
+def main(freeze_fraction):
+    config = TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=8),
+                         model=ModelConfig(backbone="B0", image_size=32, weights="none",
+                                           freeze_fraction=freeze_fraction),
+                         augment=AugmentConfig(kind="none"), learning_rate=1e-2)
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.integers(0, 256, (8, 32, 32, 1)).astype(np.uint8))
+    labels = tf.constant([0, 1, 1, 0, 1, 1, 1, 0], tf.float32)
+    initial = Steps(config, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0]).model.get_weights()
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    one, one_totals = updated_weights(tf.distribute.OneDeviceStrategy("/cpu:0"), initial, images, labels, config)
+    two, two_totals = updated_weights(mirrored, initial, images, labels, config)
+    print(json.dumps({
+        "replicas": mirrored.num_replicas_in_sync,
+        "max_moment": max(float(np.max(np.abs(a))) for a in one),
+        "max_difference": max(float(np.max(np.abs(a - b))) for a, b in zip(one, two)),
+        "loss_one": float(one_totals[0] / one_totals[2]), "loss_two": float(two_totals[0] / two_totals[2]),
+    }))
+
+
+if __name__ == "__main__":
+    main(float(sys.argv[1]))

@@ -1,0 +1,61 @@
+"""The training command line: kill mid-epoch and resume, flags.txt as a flagfile, bad flags."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cli import ROOT, assert_one_line_error, run
+from conftest import convert, make_synthetic
+
+TINY = ["--backbone=B0", "--image_size=32", "--weights=none", "--batch_size=16", "--epochs=2",
+        "--steps_per_epoch=6", "--augment=none", "--checkpoint_every_secs=0"]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    convert(make_synthetic(root / "images", num_patients=40, seed=6), root / "records", image_size=32)
+    return str(root / "records")
+
+
+def test_killed_mid_epoch_resumes_and_ends_after_the_same_epochs(records, tmp_path):
+    model_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = False
+    for line in process.stdout:
+        if "checkpoint saved at epoch 1, step 3" in line:
+            process.kill()  # SIGKILL: no handler, no cleanup, as a preempted machine
+            killed = True
+            break
+    process.wait(timeout=120)
+    assert killed, "the run never reported its mid-epoch checkpoint"
+    assert not (model_dir / "model.keras").exists()
+
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming at epoch 1, step 3" in resumed.stdout
+    history = json.load(open(model_dir / "history.json"))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert json.load(open(model_dir / "summary.json"))["epochs_trained"] == 2
+    assert (model_dir / "model.keras").is_file()
+
+    flags_text = open(model_dir / "flags.txt").read()
+    assert "--backbone=B0" in flags_text and f"--model_dir={model_dir}" in flags_text
+    again = run("cxr_fast.train", f"--flagfile={model_dir / 'flags.txt'}")
+    assert again.returncode == 0 and "finished run" in again.stdout
+
+
+def test_bad_flags_are_one_clear_line(records, tmp_path):
+    enum = run("cxr_fast.train", f"--data_dir={records}", f"--model_dir={tmp_path / 'a'}", "--backbone=B9")
+    assert enum.returncode != 0 and "Traceback" not in enum.stderr and "--backbone" in enum.stderr
+    assert_one_line_error(run("cxr_fast.train", f"--data_dir={tmp_path / 'nothing'}", f"--model_dir={tmp_path / 'b'}",
+                              *TINY), "manifest.json not found")
+    assert_one_line_error(run("cxr_fast.train", f"--data_dir={records}", f"--model_dir={tmp_path / 'c'}",
+                              "--backbone=B0", "--image_size=32", f"--weights={tmp_path / 'absent.h5'}"),
+                          "--weights", "no such file")
+    assert_one_line_error(run("cxr_fast.train", f"--data_dir={records}", f"--model_dir={tmp_path / 'd'}", *TINY,
+                              "--batch_size=100000"), "--batch_size")
