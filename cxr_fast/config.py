@@ -221,3 +221,34 @@ class TrainConfig:
         if not self.model_dir:
             raise InputError("--model_dir is required")
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """`cxr_fast.evaluate`: score one split of a record set with a trained model."""
+
+    model_dir: str
+    data_dir: str
+    split: str = "test"
+    threshold: str = "0.5"  # a number, or auto: chosen on the val split (Youden's J or target_recall)
+    target_recall: float = 0.0  # with threshold=auto: the highest threshold reaching this recall
+    output_dir: str = ""  # default: {model_dir}/eval_{split}
+    bootstrap: int = 1000
+    batch_size: int = 64
+    samples: int = 8
+
+    def validate(self):
+        if self.split not in ("train", "val", "test"):
+            raise InputError(f"--split={self.split} must be train, val or test")
+        if self.threshold != "auto":
+            try:
+                value = float(self.threshold)
+            except ValueError:
+                raise InputError(f"--threshold={self.threshold} must be a number in (0, 1) or auto") from None
+            if not 0 < value < 1:
+                raise InputError(f"--threshold={self.threshold} must be in (0, 1)")
+        if not 0 <= self.target_recall < 1 or (self.target_recall and self.threshold != "auto"):
+            raise InputError("--target_recall must be in (0, 1) and goes with --threshold=auto")
+        if self.bootstrap < 0 or self.batch_size < 1 or self.samples < 0:
+            raise InputError("--bootstrap and --samples must be >= 0 and --batch_size >= 1")
+        return self

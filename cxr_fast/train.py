@@ -59,6 +59,7 @@ flags.DEFINE_integer("steps_per_loop", 0, "Steps per tf.function call; 0: 1 on C
 flags.DEFINE_float("checkpoint_every_secs", 600.0, "Mid-epoch checkpoint interval; 0: after every loop.")
 flags.DEFINE_bool("resume", True, "Continue the run in --model_dir if it holds one.")
 flags.DEFINE_float("collective_timeout_secs", 300.0, "multi_worker: fail instead of hanging on a lost worker.")
+flags.DEFINE_string("export_dir", "", "Also export a SavedModel for TF Serving here (encoded images in).")
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 FLAGS = flags.FLAGS
 
@@ -83,6 +84,7 @@ def config_from_flags():
         reduce_lr_factor=FLAGS.reduce_lr_factor, reduce_lr_patience=FLAGS.reduce_lr_patience,
         min_learning_rate=FLAGS.min_learning_rate, early_stopping_patience=FLAGS.early_stopping_patience,
         seed=FLAGS.seed, resume=FLAGS.resume, collective_timeout_secs=FLAGS.collective_timeout_secs,
+        export_dir=FLAGS.export_dir,
     ).validate()
 
 

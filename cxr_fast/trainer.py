@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxr_fast import atomic, checkpointing, distribute, input_pipeline, metrics
+from cxr_fast import atomic, checkpointing, distribute, input_pipeline, metrics, serving
 from cxr_fast import model as model_lib
 from cxr_fast.steps import Steps
 from cxr_fast.errors import InputError
@@ -219,6 +219,9 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
         summary["test"] = metrics.binary_metrics(labels, probs)
         log("test: " + ", ".join(f"{k} {summary['test'][k]:.4f}" for k in ("loss", "accuracy", "auc", "precision",
                                                                         "recall", "f1") if summary["test"][k] is not None))
+    if out.chief and config.export_dir:
+        summary["export"] = serving.export(model, config.export_dir, overwrite=True)
+        log(f"SavedModel for serving in {summary['export']}")
     if out.chief:
         atomic.write_json(os.path.join(config.model_dir, "summary.json"), summary)
     return summary

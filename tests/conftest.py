@@ -38,3 +38,19 @@ def records_dir(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("records") / "jpeg32"
     convert(synthetic_dir, out, shard_size_mb=0.004)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(records_dir, tmp_path_factory):
+    """A model trained for a few steps on `records_dir` (B0, 32 px), exported too."""
+    from cxr_fast import trainer
+    from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    config = TrainConfig(model_dir=str(root / "model"), data=DataConfig(data_dir=records_dir, image_size=32,
+                                                                       global_batch_size=8),
+                         model=ModelConfig(backbone="B0", image_size=32, weights="none"),
+                         augment=AugmentConfig(kind="none"), epochs=2, steps_per_epoch=3,
+                         export_dir=str(root / "export"))
+    trainer.train_and_evaluate(config, log=lambda *_: None)
+    return str(root / "model")

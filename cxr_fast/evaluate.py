@@ -1,0 +1,39 @@
+"""Evaluates a trained model on one split: predictions, metrics with confidence intervals, plots, report.
+
+    python -m cxr_fast.evaluate --model_dir=runs/model2 --data_dir=records/kermany128 --split=test
+
+See `cxr_fast.evaluation` for what is written where.
+"""
+from absl import flags
+
+from cxr_fast import config as config_lib
+from cxr_fast import errors
+
+flags.DEFINE_string("model_dir", None, "A training output folder (holds model.keras).")
+flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
+flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to score.")
+flags.DEFINE_string("threshold", "0.5", "Decision threshold, or auto: chosen on val (Youden's J, or the "
+                    "highest threshold reaching --target_recall) and saved as model_dir/threshold.json.")
+flags.DEFINE_float("target_recall", 0.0, "With --threshold=auto: required recall (sensitivity), e.g. 0.95.")
+flags.DEFINE_string("output_dir", "", "Default: {model_dir}/eval_{split}.")
+flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples (of patients) for 95% intervals; 0 skips them.")
+flags.DEFINE_integer("batch_size", 64, "Images per prediction batch.")
+flags.DEFINE_integer("samples", 8, "Images in the sample and mistake grids.")
+flags.mark_flags_as_required(["model_dir", "data_dir"])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
+    config = config_lib.EvalConfig(
+        model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, split=FLAGS.split, threshold=FLAGS.threshold,
+        target_recall=FLAGS.target_recall, output_dir=FLAGS.output_dir, bootstrap=FLAGS.bootstrap,
+        batch_size=FLAGS.batch_size, samples=FLAGS.samples).validate()
+    from cxr_fast import evaluation  # after validation: bad flags fail before TensorFlow loads
+
+    evaluation.evaluate(config)
+
+
+if __name__ == "__main__":
+    errors.run_main(main)

@@ -1,0 +1,86 @@
+"""Classifying new image files with a trained model, the way training saw its images.
+
+Each file goes through `cxr_fast.imaging.load_gray` (the converter's own decode, gray, squash
+and antialiased resize), so a prediction sees exactly the preprocessing of the training shards.
+Unreadable, non-image and oversized files become error results; the others are still scored.
+"""
+import json
+import os
+
+import keras
+import numpy as np
+
+from cxr_fast import dataset_index, gradcam, imaging
+from cxr_fast.errors import InputError
+
+THRESHOLD_FILE = "threshold.json"
+MODEL_FILE = "model.keras"
+
+
+def load(model_path):
+    """(model, threshold) from a model.keras file or a training output folder.
+
+    The threshold is the one `evaluate --threshold=auto` saved beside the model, else 0.5.
+    """
+    path = os.path.join(model_path, MODEL_FILE) if os.path.isdir(model_path) else model_path
+    if not os.path.isfile(path):
+        raise InputError(f"--model={model_path}: no {MODEL_FILE} there; pass a trained model or its model_dir")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:
+        raise InputError(f"--model={path} is not a loadable Keras model ({type(err).__name__})") from None
+    threshold_path = os.path.join(os.path.dirname(os.path.abspath(path)), THRESHOLD_FILE)
+    threshold = 0.5
+    if os.path.isfile(threshold_path):
+        with open(threshold_path) as f:
+            threshold = float(json.load(f)["threshold"])
+    return model, threshold
+
+
+def expand(paths):
+    """Files as given, folders replaced by the image files below them (sorted)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                files += [os.path.join(root, n) for n in sorted(names)
+                          if os.path.splitext(n)[1].lower() in dataset_index.IMAGE_EXTENSIONS]
+        else:
+            files.append(path)
+    return files
+
+
+def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None):
+    """One result dict per file, in order: file, probability, label, threshold (or file, error)."""
+    size, channels = model.input_shape[1], model.input_shape[3]
+    results, ready = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            gray = imaging.load_gray(data, size, max_pixels)
+        except OSError as err:
+            results.append({"file": path, "error": f"unreadable: {err.strerror}"})
+            continue
+        except imaging.ImageError as err:
+            results.append({"file": path, "error": str(err)})
+            continue
+        results.append({"file": path})
+        ready.append((len(results) - 1, gray, data))
+    for start in range(0, len(ready), batch_size):
+        chunk = ready[start:start + batch_size]
+        batch = np.stack([gray for _, gray, _ in chunk])[..., None]
+        if channels == 3:
+            batch = np.repeat(batch, 3, axis=-1)
+        probs = model.predict_on_batch(batch).reshape(-1)
+        maps = gradcam.heatmaps(model, batch) if gradcam_dir else None
+        for k, ((index, _, data), prob) in enumerate(zip(chunk, probs)):
+            result = results[index]
+            result.update(probability=float(prob), label="PNEUMONIA" if prob >= threshold else "NORMAL",
+                          threshold=threshold)
+            if gradcam_dir:
+                name = os.path.splitext(os.path.basename(result["file"]))[0] + f".{index}.gradcam.png"
+                full = imaging.load_gray(data, 0, max_pixels)
+                result["gradcam"] = gradcam.overlay(full, maps[k], os.path.join(gradcam_dir, name))
+    return results
