@@ -89,7 +89,7 @@ def _predictions_csv(path, files, patients, labels, probs, threshold):
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["file", "patient", "label", "probability", "predicted"])
     for row in zip(files, patients, labels, probs):
-        writer.writerow([row[0], row[1], int(row[2]), f"{row[3]:.6f}", int(row[3] >= threshold)])
+        writer.writerow([row[0], row[1], int(row[2]), repr(float(row[3])), int(row[3] >= threshold)])
     atomic.write_text(path, buffer.getvalue())
 
 
