@@ -8,7 +8,7 @@ instead of a traceback from deep inside TensorFlow.
 import os
 import sys
 
-from absl import app
+from absl import app, flags, logging
 
 
 class InputError(ValueError):
@@ -26,4 +26,7 @@ def run_main(main):
             print(f"{prog}: error: {err}", file=sys.stderr)
             sys.exit(2)
 
+    # TensorFlow's INFO chatter (checkpoint sharding, SavedModel assets) buries the progress
+    # lines; --verbosity=0 brings it back.
+    flags.FLAGS.set_default("verbosity", logging.WARNING)
     app.run(guarded)

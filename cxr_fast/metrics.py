@@ -66,7 +66,8 @@ def choose_threshold(labels, probs, target_recall=None):
     if len(np.unique(labels)) < 2:
         raise ValueError("choosing a threshold needs both classes in the validation split")
     fpr, tpr, thresholds = skm.roc_curve(labels, probs, drop_intermediate=False)
-    thresholds = np.clip(thresholds, 0.0, 1.0)
+    # sklearn's first threshold is +inf ("predict nothing positive"): never a useful choice.
+    fpr, tpr, thresholds = fpr[1:], tpr[1:], np.clip(thresholds[1:], 0.0, 1.0)
     if target_recall is None:
         return float(thresholds[int(np.argmax(tpr - fpr))])
     reaching = np.flatnonzero(tpr >= target_recall)

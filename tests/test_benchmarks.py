@@ -37,3 +37,21 @@ def test_train_step_benchmark_compares_resident_and_piped(records_dir):
     result = train_step.run(records_dir, seconds=0.1, backbone="B0", image_size=32, batch=8, log=lambda *_: None)
     assert [v["name"] for v in result["variants"]] == ["train step, resident batch", "train step, input pipeline"]
     assert all(v["img_per_s"] > 0 for v in result["variants"]) and result["pipeline_share_of_resident"] > 0
+
+
+def test_run_all_writes_json_charts_and_table(tmp_path):
+    pytest.importorskip("tf_keras", reason="pip install --no-deps -r benchmarks/requirements-reference.txt")
+    from PIL import Image
+
+    from benchmarks import run_all
+
+    payload = run_all.run(str(tmp_path), seconds=0.1, num_patients=20, backbone="B0", image_size=32, batch=8,
+                          log=lambda *_: None)
+    assert set(payload["results"]) == {"input_pipeline", "augment", "train_step", "convert"}
+    assert [v["cores"] for v in payload["results"]["convert"]][0] == 1
+    for name in payload["results"]:
+        image = Image.open(tmp_path / f"{name}.png")
+        assert image.format == "PNG" and image.size[0] > 500
+    table = open(tmp_path / "benchmarks.md").read()
+    assert "| input_pipeline | reference ImageDataGenerator |" in table and "make_tfrecords" in table
+    assert json.load(open(tmp_path / "benchmarks.json"))["machine"]["cores"] >= 1
