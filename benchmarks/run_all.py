@@ -22,7 +22,8 @@ def chart(variants, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [v["name"] + (f" ({v['cores']} cores)" if v.get("cores") else "") for v in variants]
+    names = [v["name"] + (f" ({v['cores']} core{'s' if v['cores'] > 1 else ''})" if v.get("cores") else "")
+             for v in variants]
     rates = [v["img_per_s"] for v in variants]
     colours = ["#c0392b" if v["name"].startswith("reference") else "#2e86c1" for v in variants]
     figure, ax = plt.subplots(figsize=(10, 0.45 * len(variants) + 1.5))
@@ -30,6 +31,7 @@ def chart(variants, path, title):
     ax.set_yticks(range(len(variants)), names, fontsize=9)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlim(right=max(rates) * 5)  # room for the labels
     ax.set_xlabel("images per second (log scale)")
     ax.set_title(title)
     for i, rate in enumerate(rates):
