@@ -17,7 +17,8 @@ fi
 python -c "import cxr_fast, tensorflow, keras_cv" 2>/dev/null || pip install --quiet -e ".[cpu]"
 export TF_CPP_MIN_LOG_LEVEL=2
 echo "== 1/4 synthetic chest films ($patients patients) -> $out/images"
-[[ -f "$out/images/synthetic.json" ]] || python -m tools.make_synthetic --output_dir="$out/images" --num_patients="$patients"
+[[ -f "$out/images/synthetic.json" ]] || \
+  python -m tools.make_synthetic --output_dir="$out/images" --num_patients="$patients" --difficulty=0.2
 echo "== 2/4 TFRecords (${size} px, patient split) -> $out/records"
 [[ -f "$out/records/manifest.json" ]] || \
   python -m tools.make_tfrecords --data_dir="$out/images" --output_dir="$out/records" --image_size="$size"

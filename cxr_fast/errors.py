@@ -18,7 +18,11 @@ class InputError(ValueError):
 def run_main(main):
     """absl `app.run(main)`, printing `InputError` as one line and exiting with status 2."""
 
+    # TensorFlow's INFO chatter (checkpoint sharding, SavedModel assets) buries the progress
+    # lines; --verbosity=0 brings it back.
     def guarded(argv):
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except InputError as err:
@@ -26,7 +30,4 @@ def run_main(main):
             print(f"{prog}: error: {err}", file=sys.stderr)
             sys.exit(2)
 
-    # TensorFlow's INFO chatter (checkpoint sharding, SavedModel assets) buries the progress
-    # lines; --verbosity=0 brings it back.
-    flags.FLAGS.set_default("verbosity", logging.WARNING)
     app.run(guarded)
