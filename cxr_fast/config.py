@@ -159,6 +159,7 @@ class ModelConfig:
     weights: str = "imagenet"  # imagenet | none | path to a Keras weights file of the backbone
     freeze_layers: int = 0  # freeze the first N backbone layers (model 1: 10) ...
     freeze_fraction: float = 0.0  # ... or this fraction of them (model 2: 0.7)
+    bn_momentum: float = 0.0  # 0 keeps Keras' 0.99; short runs from scratch want ~0.9
 
     def validate(self):
         if self.backbone not in BACKBONES:
@@ -172,6 +173,8 @@ class ModelConfig:
             raise InputError("give --freeze_layers or --freeze_fraction, not both")
         if self.image_size < 32:
             raise InputError(f"--image_size={self.image_size} must be at least 32 for EfficientNet")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise InputError(f"--bn_momentum={self.bn_momentum} must be in [0, 1); 0 keeps Keras' 0.99")
         return self
 
 

@@ -67,6 +67,10 @@ def build_model(config):
     backbone = build_backbone(config)
     for layer in backbone.layers[:freeze_count(config, len(backbone.layers))]:
         layer.trainable = False
+    if config.bn_momentum:  # moving statistics that keep up with fast-changing weights
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config.bn_momentum
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dense(128, activation="relu", name="dense_128")(x)

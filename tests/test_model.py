@@ -65,3 +65,15 @@ def test_bad_model_settings_name_the_flag(tmp_path):
         ModelConfig(backbone="B9").validate()
     with pytest.raises(InputError, match="not both"):
         ModelConfig(freeze_layers=3, freeze_fraction=0.5).validate()
+
+
+def test_bn_momentum_option():
+    model, backbone = model_lib.build_model(ModelConfig(backbone="B0", image_size=32, weights="none",
+                                                        bn_momentum=0.9))
+    import keras
+
+    batchnorms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batchnorms and all(layer.momentum == 0.9 for layer in batchnorms)
+    _, default = model_lib.build_model(ModelConfig(backbone="B0", image_size=32, weights="none"))
+    assert all(layer.momentum == 0.99 for layer in default.layers
+               if isinstance(layer, keras.layers.BatchNormalization))

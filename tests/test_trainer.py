@@ -13,7 +13,8 @@ from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 
 def tiny_config(records, model_dir, **overrides):
     settings = dict(model_dir=str(model_dir), data=DataConfig(data_dir=records, image_size=32, global_batch_size=32),
-                    model=ModelConfig(backbone="B0", image_size=32, weights="none"), epochs=8, steps_per_epoch=20,
+                    model=ModelConfig(backbone="B0", image_size=32, weights="none", bn_momentum=0.9), epochs=8,
+                    steps_per_epoch=20,
                     learning_rate=1e-3, augment=AugmentConfig(kind="none"), checkpoint_every_secs=1e6)
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -50,9 +51,9 @@ def test_learns_the_synthetic_sign(trained):
     assert len(history) == 8 and summary["epochs_trained"] == 8
     losses = [h["loss"] for h in history]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.15  # the loss falls
-    # EfficientNet from scratch, 160 steps on a CPU: BatchNorm's moving statistics still lag the
-    # weights, so held-out AUC is modest (0.65-0.9 seen) but clearly above chance.
-    assert max(h["val_auc"] for h in history) > 0.65
+    # From scratch, 160 steps: held-out AUC well above chance (BatchNorm momentum 0.9 keeps the
+    # moving statistics up with the weights; with 0.99 evaluation lags far behind training).
+    assert max(h["val_auc"] for h in history) > 0.75
 
 
 def test_outputs_are_complete(trained):
