@@ -13,26 +13,33 @@ import tempfile
 from cxr_fast.errors import InputError
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+@contextlib.contextmanager
+def replacing(path):
+    """Yields a temporary path beside `path`; renames it to `path` on success, removes it on failure.
+
+    The temporary name keeps the full suffix (`.weights.h5`, `.keras`) for writers that check it,
+    and is fixed, so a file left by a killed run is overwritten by the next one.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem, dot, suffix = name.partition(".")
+    temporary = os.path.join(folder, f".{stem}.partial{dot}{suffix}")
+    if os.path.exists(temporary):
+        os.remove(temporary)
+    try:
+        yield temporary
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    if os.path.exists(temporary):
+        os.replace(temporary, path)
 
 
 def write_bytes(path, data):
     """Writes `data` to `path` through a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide outputs from other users
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    with replacing(path) as temporary, open(temporary, "wb") as f:
+        f.write(data)
 
 
 def write_text(path, text):
@@ -51,6 +58,12 @@ def check_output_dir(path, overwrite, flag="--output_dir"):
         raise InputError(f"{flag}={path} exists and is not empty; pass --overwrite to replace it")
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def staged_dir(final_path, overwrite=False, flag="--output_dir"):
     """Yields a fresh staging folder; on success it replaces `final_path`, on failure it is removed."""
@@ -59,7 +72,7 @@ def staged_dir(final_path, overwrite=False, flag="--output_dir"):
     parent = os.path.dirname(final_path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(final_path) + ".partial-")
-    os.chmod(staging, 0o777 & ~_umask())
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 would hide outputs from other users
     try:
         yield staging
     except BaseException:

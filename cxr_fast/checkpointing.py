@@ -28,17 +28,12 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
     def _save_model(self, epoch, batch, logs):
         final = self.filepath
-        folder, name = os.path.split(final)
-        temporary = os.path.join(folder, "." + name.replace(".weights.h5", "") + ".partial.weights.h5")
-        if os.path.exists(temporary):
-            os.remove(temporary)  # left by a run killed while saving
-        self.filepath = temporary
-        try:
-            super()._save_model(epoch, batch, logs)
-        finally:
-            self.filepath = final
-        if os.path.exists(temporary):
-            os.replace(temporary, final)
+        with atomic.replacing(final) as temporary:
+            self.filepath = temporary
+            try:
+                super()._save_model(epoch, batch, logs)
+            finally:
+                self.filepath = final
 
 
 def callback_state(callbacks):

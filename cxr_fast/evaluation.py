@@ -14,46 +14,21 @@ import io
 import json
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from cxr_fast import atomic, input_pipeline, metrics, plots, report
+from cxr_fast import atomic, inference, input_pipeline, metrics, plots, report, trainer
 from cxr_fast.config import DataConfig
 from cxr_fast.errors import InputError
-from cxr_fast.trainer import FINAL_MODEL
-
-THRESHOLD_FILE = "threshold.json"
-
-
-def load_model(model_dir):
-    path = os.path.join(model_dir, FINAL_MODEL)
-    if not os.path.isfile(path):
-        raise InputError(f"--model_dir={model_dir} holds no {FINAL_MODEL}; train first (python -m cxr_fast.train)")
-    return keras.models.load_model(path, compile=False)
-
-
-def saved_threshold(model_dir, default=0.5):
-    path = os.path.join(model_dir, THRESHOLD_FILE)
-    if not os.path.isfile(path):
-        return default
-    with open(path) as f:
-        return float(json.load(f)["threshold"])
-
 
 def _score(model, record_set, split, data_config):
     """(labels, probs, patients, files, images) for every record of the split, in order."""
     predict_fn = tf.function(lambda images: model(images, training=False))
-    labels, probs, patients, files, images = [], [], [], [], []
     with input_pipeline.readable_errors(record_set.root):
-        for batch_images, batch_labels, meta in input_pipeline.eval_dataset(record_set, split, data_config,
-                                                                            with_metadata=True):
-            images.append(batch_images.numpy())
-            labels.append(batch_labels.numpy())
-            probs.append(predict_fn(batch_images).numpy().reshape(-1))
-            files += [f.decode() for f in meta["filename"].numpy()]
-            patients += [p.decode() for p in meta["patient"].numpy()]
-    return (np.concatenate(labels).astype(int), np.concatenate(probs), patients, files, np.concatenate(images))
+        labels, probs, extras = trainer.predict(
+            input_pipeline.eval_dataset(record_set, split, data_config, with_metadata=True), predict_fn,
+            keep_images=True)
+    return labels.astype(int), probs, extras["patient"], extras["filename"], extras["images"]
 
 
 def _open(config, model):
@@ -80,7 +55,7 @@ def _threshold(config, model, record_set, data_config):
     threshold = metrics.choose_threshold(labels, probs, target)
     choice = {"threshold": threshold, "method": f"target recall {target}" if target else "Youden's J",
               "chosen_on": "val", "val": metrics.binary_metrics(labels, probs, threshold)}
-    atomic.write_json(os.path.join(config.model_dir, THRESHOLD_FILE), choice)
+    atomic.write_json(os.path.join(config.model_dir, inference.THRESHOLD_FILE), choice)
     return threshold, choice
 
 
@@ -96,7 +71,7 @@ def _predictions_csv(path, files, patients, labels, probs, threshold):
 def evaluate(config, log=print):
     """Runs the evaluation described by an EvalConfig; returns metrics.json's content."""
     config.validate()
-    model = load_model(config.model_dir)
+    model, _ = inference.load(config.model_dir, flag="--model_dir")
     record_set, data_config = _open(config, model)
     threshold, choice = _threshold(config, model, record_set, data_config)
     labels, probs, patients, files, images = _score(model, record_set, config.split, data_config)

@@ -12,29 +12,34 @@ import numpy as np
 
 from cxr_fast import dataset_index, gradcam, imaging
 from cxr_fast.errors import InputError
+from cxr_fast.trainer import FINAL_MODEL
 
 THRESHOLD_FILE = "threshold.json"
-MODEL_FILE = "model.keras"
 
 
-def load(model_path):
+def saved_threshold(model_dir, default=0.5):
+    """The threshold `evaluate --threshold=auto` saved in model_dir, else `default`."""
+    path = os.path.join(model_dir, THRESHOLD_FILE)
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return float(json.load(f)["threshold"])
+
+
+def load(model_path, flag="--model"):
     """(model, threshold) from a model.keras file or a training output folder.
 
     The threshold is the one `evaluate --threshold=auto` saved beside the model, else 0.5.
     """
-    path = os.path.join(model_path, MODEL_FILE) if os.path.isdir(model_path) else model_path
+    path = os.path.join(model_path, FINAL_MODEL) if os.path.isdir(model_path) else model_path
     if not os.path.isfile(path):
-        raise InputError(f"--model={model_path}: no {MODEL_FILE} there; pass a trained model or its model_dir")
+        raise InputError(f"{flag}={model_path} holds no {FINAL_MODEL}; train first (python -m cxr_fast.train) "
+                         "or pass the model file")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as err:
-        raise InputError(f"--model={path} is not a loadable Keras model ({type(err).__name__})") from None
-    threshold_path = os.path.join(os.path.dirname(os.path.abspath(path)), THRESHOLD_FILE)
-    threshold = 0.5
-    if os.path.isfile(threshold_path):
-        with open(threshold_path) as f:
-            threshold = float(json.load(f)["threshold"])
-    return model, threshold
+        raise InputError(f"{flag}={path} is not a loadable Keras model ({type(err).__name__})") from None
+    return model, saved_threshold(os.path.dirname(os.path.abspath(path)))
 
 
 def expand(paths):

@@ -38,17 +38,24 @@ def class_weights(record_set, mode):
     return compute_class_weight("balanced", classes=np.arange(len(counts)), y=labels).tolist()
 
 
-def predict(dataset, predict_fn):
-    """(labels, probabilities, metadata rows) over an evaluation dataset; every record once."""
-    labels, probs, meta = [], [], []
+def predict(dataset, predict_fn, keep_images=False):
+    """(labels, probabilities, extras) over an evaluation dataset; every record once, in order.
+
+    `extras` holds the metadata lists ("filename", "patient") when the dataset carries them, and
+    the images ("images", one array) when `keep_images`.
+    """
+    labels, probs, extras = [], [], {}
     for element in dataset:
         images, batch_labels = element[0], element[1]
         labels.append(batch_labels.numpy())
         probs.append(predict_fn(images).numpy().reshape(-1))
-        if len(element) > 2:
-            meta += [{k: v.decode() for k, v in zip(element[2], values)} for values in
-                     zip(*(element[2][k].numpy() for k in element[2]))]
-    return np.concatenate(labels), np.concatenate(probs), meta
+        if keep_images:
+            extras.setdefault("images", []).append(images.numpy())
+        for key, values in (element[2].items() if len(element) > 2 else ()):
+            extras.setdefault(key, []).extend(value.decode() for value in values.numpy())
+    if keep_images:
+        extras["images"] = np.concatenate(extras["images"])
+    return np.concatenate(labels), np.concatenate(probs), extras
 
 
 def _check_model_dir(config, chief):
@@ -210,9 +217,8 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
         summary["best_epoch"] = min(finite, key=lambda h: h["val_loss"])["epoch"]
     if out.chief:
         path = os.path.join(config.model_dir, FINAL_MODEL)
-        temporary = os.path.join(config.model_dir, ".partial." + FINAL_MODEL)
-        model.save(temporary)
-        os.replace(temporary, path)
+        with atomic.replacing(path) as temporary:
+            model.save(temporary)
         summary["model"] = path
     if record_set.files.get("test"):
         labels, probs, _ = predict(input_pipeline.eval_dataset(record_set, "test", config.data), predict_fn)

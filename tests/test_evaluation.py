@@ -8,7 +8,7 @@ import pytest
 
 from cli import assert_one_line_error, run
 from conftest import convert
-from cxr_fast import evaluation, input_pipeline
+from cxr_fast import evaluation, inference, input_pipeline
 from cxr_fast.config import EvalConfig
 from cxr_fast.errors import InputError
 
@@ -41,7 +41,7 @@ def test_metrics_json_and_threshold_file(evaluated, tiny_model_dir):
         assert key in saved, key
     choice = json.load(open(os.path.join(tiny_model_dir, "threshold.json")))
     assert choice["threshold"] == pytest.approx(saved["threshold"]) and choice["chosen_on"] == "val"
-    assert evaluation.saved_threshold(tiny_model_dir) == pytest.approx(saved["threshold"])
+    assert inference.saved_threshold(tiny_model_dir) == pytest.approx(saved["threshold"])
 
 
 def test_plots_and_report(evaluated):
