@@ -57,22 +57,27 @@ def restore_callback_state(callbacks, state):
 
 
 class RunState:
-    """Checkpoints and state.json in `{write_dir}/checkpoints`; history files in `write_dir`."""
+    """Checkpoints and state.json in `{write_dir}/checkpoints`; history files in `write_dir`.
 
-    def __init__(self, write_dir, checkpoint):
+    A run resumes from `read_dir` (default: `write_dir`): in a multi-worker run every worker
+    restores the chief's checkpoint in model_dir, while the others write to private folders.
+    """
+
+    def __init__(self, write_dir, checkpoint, read_dir=None):
         self.write_dir = write_dir
         self.folder = os.path.join(write_dir, "checkpoints")
+        self.read_folder = os.path.join(read_dir or write_dir, "checkpoints")
         self.manager = tf.train.CheckpointManager(checkpoint, self.folder, max_to_keep=2)
         self.checkpoint = checkpoint
 
     def load(self):
         """The saved state dict (with its checkpoint restored), or None for a fresh run."""
-        path = os.path.join(self.folder, STATE)
+        path = os.path.join(self.read_folder, STATE)
         if not os.path.isfile(path):
             return None
         with open(path) as f:
             state = json.load(f)
-        self.checkpoint.restore(os.path.join(self.folder, state["checkpoint"])).assert_existing_objects_matched()
+        self.checkpoint.restore(os.path.join(self.read_folder, state["checkpoint"])).assert_existing_objects_matched()
         return state
 
     def save(self, state, global_step):

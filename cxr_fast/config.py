@@ -25,6 +25,7 @@ class ConvertConfig:
     encoding: str = "jpeg"
     jpeg_quality: int = 95
     shard_size_mb: float = 100.0
+    min_shards: int = 1  # per split; N hosts read disjoint shards: write at least 10 per host
     num_workers: int = 0  # 0: all cores
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
@@ -50,6 +51,8 @@ class ConvertConfig:
             raise InputError(f"--jpeg_quality={self.jpeg_quality} must be in 1..100")
         if self.shard_size_mb <= 0:
             raise InputError(f"--shard_size_mb={self.shard_size_mb} must be above 0")
+        if self.min_shards < 1:
+            raise InputError(f"--min_shards={self.min_shards} must be at least 1")
         if self.num_workers < 0:
             raise InputError(f"--num_workers={self.num_workers} must be 0 (all cores) or more")
         if self.max_image_pixels < 1:
@@ -160,6 +163,7 @@ class ModelConfig:
     freeze_layers: int = 0  # freeze the first N backbone layers (model 1: 10) ...
     freeze_fraction: float = 0.0  # ... or this fraction of them (model 2: 0.7)
     bn_momentum: float = 0.0  # 0 keeps Keras' 0.99; short runs from scratch want ~0.9
+    head_dropout: tuple = (0.3, 0.2)  # the reference head's two dropout rates
 
     def validate(self):
         if self.backbone not in BACKBONES:
@@ -173,6 +177,8 @@ class ModelConfig:
             raise InputError("give --freeze_layers or --freeze_fraction, not both")
         if self.image_size < 32:
             raise InputError(f"--image_size={self.image_size} must be at least 32 for EfficientNet")
+        if len(self.head_dropout) != 2 or not all(0.0 <= rate < 1.0 for rate in self.head_dropout):
+            raise InputError(f"--head_dropout={','.join(map(str, self.head_dropout))} must be two rates in [0, 1)")
         if not 0.0 <= self.bn_momentum < 1.0:
             raise InputError(f"--bn_momentum={self.bn_momentum} must be in [0, 1); 0 keeps Keras' 0.99")
         return self

@@ -5,14 +5,16 @@ about 12x slower and mixed_bfloat16 about 2x slower than float32, so `auto` turn
 CPU.  On GPUs XLA fuses the many small ops of EfficientNet; bfloat16 needs compute capability
 8.0 (Ampere) or newer, float16 (with loss scaling) 7.0 (Volta, Turing).
 """
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
 import tensorflow as tf
 
-from cxr_fast.errors import InputError
+from cxr_fast.errors import ClusterError, InputError
 
 
 def _gpus():
@@ -79,6 +81,47 @@ def is_chief(strategy):
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
                                              and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def num_workers(strategy):
+    """Processes (hosts) in the run: 1 unless a multi-worker cluster spans several."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return len(spec.get("worker", [])) + len(spec.get("chief", []))
+
+
+_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def _lost_worker(message):
+    """A short account of a cluster failure from TensorFlow's long error text."""
+    if "unhealthy" in message:
+        tasks = dict.fromkeys(f"{job} {task}" for job, task in _TASK.findall(message.split("unhealthy", 1)[1]))
+        return f"{', '.join(tasks) or 'a worker'} stopped sending heartbeats (crashed, killed or preempted)"
+    if "coordination service" in message:
+        return "the chief (worker 0, which coordinates the cluster) stopped answering (crashed, killed or preempted)"
+    return message.strip().splitlines()[0]
+
+
+@contextlib.contextmanager
+def cluster_errors(multi_worker, timeout_secs):
+    """Turns TensorFlow's errors for a lost worker or a stuck collective into one `ClusterError`."""
+    try:
+        yield
+    except tf.errors.DeadlineExceededError:
+        if not multi_worker:
+            raise
+        raise ClusterError(f"a collective operation waited longer than --collective_timeout_secs={timeout_secs:g} "
+                           "for another worker; check every worker's log, then start all workers again with the "
+                           "same command (the run resumes from the last checkpoint in --model_dir)") from None
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as err:
+        if not multi_worker:
+            raise
+        raise ClusterError(f"the cluster lost a worker: {_lost_worker(err.message)}; check every worker's log, "
+                           "then start all workers again with the same command (the run resumes from the last "
+                           "checkpoint in --model_dir)") from None
 
 
 class WriteDir:

@@ -15,8 +15,12 @@ class InputError(ValueError):
     """Bad input the user can fix; the message names the file or flag and the remedy."""
 
 
+class ClusterError(RuntimeError):
+    """A multi-worker run lost a worker or a collective timed out; the message says what to do."""
+
+
 def run_main(main):
-    """absl `app.run(main)`, printing `InputError` as one line and exiting with status 2."""
+    """absl `app.run(main)`, printing `InputError` (exit status 2) or `ClusterError` (1) as one line."""
 
     # TensorFlow's INFO chatter (checkpoint sharding, SavedModel assets) buries the progress
     # lines; --verbosity=0 brings it back.
@@ -25,9 +29,9 @@ def run_main(main):
             logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
-        except InputError as err:
+        except (InputError, ClusterError) as err:
             prog = os.path.basename(sys.argv[0]) or "cxr_fast"
             print(f"{prog}: error: {err}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(2 if isinstance(err, InputError) else 1)
 
     app.run(guarded)

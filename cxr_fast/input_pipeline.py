@@ -149,7 +149,7 @@ def train_dataset(record_set, config, input_context=None):
         pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(files) < pipelines:
             raise InputError(f"{record_set.root} has {len(files)} train shards for {pipelines} input pipelines; "
-                             f"write at least {pipelines} (lower --shard_size_mb in tools.make_tfrecords)")
+                             f"write it again with tools.make_tfrecords --min_shards={10 * pipelines} (10 per host)")
         replicas = input_context.num_replicas_in_sync
         if config.global_batch_size % replicas:
             raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "

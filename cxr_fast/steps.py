@@ -7,8 +7,14 @@ loss weighted per class and averaged over the GLOBAL batch (so summing replicas'
 gives the one-device update) and scaled for float16 -> optimizer update (cross-replica sum).
 `train_loop` runs `steps` such steps in one tf.function call, as Orbit does, so Python's
 per-step overhead does not cap a fast accelerator, and it times the wait for input.
+
+BatchNorm's moving statistics are updated per replica (as `model.fit` does), so replicas drift
+apart; `sync_moving_statistics` averages them (Flax's imagenet example does the same before
+evaluating), so every worker evaluates, checkpoints and decides on the same weights.
+`gather` collects a host value from every replica, for checks that all workers agree.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cxr_fast import augment
@@ -34,6 +40,33 @@ class Steps:
         self.forward_backward = tf.function(self._forward_backward, jit_compile=jit)
         self.train_loop = tf.function(self._train_loop)
         self.predict = tf.function(lambda images: self.model(images, training=False), jit_compile=jit)
+        self._statistics = [v for v in self.model.non_trainable_variables if v.name.startswith("moving_")]
+        self._sync = tf.function(self._sync_statistics)
+        self._gather = tf.function(self._gather_values)
+
+    def _sync_statistics(self):
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            for variable in self._statistics:
+                variable.assign(context.all_reduce(tf.distribute.ReduceOp.MEAN, variable.value))
+
+        self.strategy.run(replica_fn)
+
+    def sync_moving_statistics(self):
+        """Every replica's BatchNorm moving mean and variance set to their mean over all replicas."""
+        if self.strategy.num_replicas_in_sync > 1:
+            self._sync()
+
+    def _gather_values(self, values):
+        per_replica = self.strategy.run(lambda: tf.identity(values)[None])
+        return self.strategy.gather(per_replica, axis=0)
+
+    def gather(self, values):
+        """A float vector from this worker -> [replicas, len] array of every replica's copy."""
+        values = np.asarray(values, np.float64)
+        if self.strategy.num_replicas_in_sync == 1:
+            return values[None]
+        return self._gather(tf.constant(values)).numpy()
 
     def _forward_backward(self, images, labels):
         with tf.GradientTape() as tape:

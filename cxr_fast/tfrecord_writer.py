@@ -5,7 +5,8 @@ Two passes over the files, both spread over worker processes:
    files and decompression bombs are out before the split is drawn;
 2. prepare: decode, gray, resize, encode (the expensive part), in the split's record order.
 The parent process writes the records in that fixed order, cutting a new shard when one
-reaches `shard_size_mb`, so the output is byte-identical for any number of workers.
+reaches `shard_size_mb` or its share of `min_shards` (equal record counts per shard), so the
+output is byte-identical for any number of workers.
 
 Workers (`cxr_fast.workers`) run `cxr_fast.imaging` (Pillow and numpy) and never import
 TensorFlow; only the parent process writes records.
@@ -130,6 +131,9 @@ def _record_order(images, assignment, seed):
 def _write_shards(order, assignment, config, pool, staging, log):
     """Pass 2: decode and encode in workers, write shards here; returns what was written."""
     limit = config.shard_size_mb * 1e6
+    per_split = collections.Counter(assignment[image.path] for image, _ in order)
+    # At most this many records per shard, so that each split has at least min_shards shards.
+    cap = {split: -(-count // config.min_shards) for split, count in per_split.items()}
     tasks = ((os.path.join(config.data_dir, im.path), config.image_size, config.encoding,
               config.jpeg_quality, config.max_image_pixels) for im, _ in order)
     progress = _Progress("converting", len(order), log)
@@ -145,7 +149,8 @@ def _write_shards(order, assignment, config, pool, staging, log):
         record = schema.make_example(
             encoded=encoded, encoding=config.encoding, height=height, width=width, label=image.label,
             class_text=CLASS_NAMES[image.label], filename=image.path, patient=image.patient, sha1=sha1)
-        if current is None or current[0] != split or (current[1] and current[2] + len(record) > limit):
+        if (current is None or current[0] != split or current[1] >= cap[split]
+                or (current[1] and current[2] + len(record) > limit)):
             if writer:
                 writer.close()
             current = [split, 0, 0, os.path.join(staging, f".{split}-{len(shards[split]):05d}.tmp")]
@@ -202,7 +207,8 @@ def _manifest(config, written, assignment, shards, skipped, duplicates, workers,
             "data_dir": os.path.abspath(config.data_dir), "split": config.split,
             "split_fractions": list(config.split_fractions), "seed": config.seed,
             "image_size": config.image_size, "encoding": config.encoding, "jpeg_quality": config.jpeg_quality,
-            "shard_size_mb": config.shard_size_mb, "max_image_pixels": config.max_image_pixels,
+            "shard_size_mb": config.shard_size_mb,
+            "min_shards": config.min_shards, "max_image_pixels": config.max_image_pixels,
         },
         "classes": list(CLASS_NAMES),
         "image": {"height": config.image_size or None, "width": config.image_size or None, "channels": 1,

@@ -30,6 +30,7 @@ flags.DEFINE_integer("freeze_layers", 0, "Freeze the first N backbone layers (mo
 flags.DEFINE_float("freeze_fraction", 0.0, "Freeze this fraction of the backbone layers (model 2: 0.7).")
 flags.DEFINE_float("bn_momentum", 0.0, "BatchNorm moving-average momentum of the backbone; 0 keeps Keras' 0.99. "
                    "Short runs from scratch (the demo) evaluate far better with ~0.9.")
+flags.DEFINE_list("head_dropout", ["0.3", "0.2"], "The head's two dropout rates (the reference's 0.3,0.2).")
 # Augmentation (the reference's ImageDataGenerator settings, in its units)
 flags.DEFINE_enum("augment", "reference", ["reference", "none"], "Training augmentation.")
 flags.DEFINE_enum("augment_impl", "fused", ["fused", "chain"],
@@ -66,6 +67,13 @@ flags.mark_flags_as_required(["data_dir", "model_dir"])
 FLAGS = flags.FLAGS
 
 
+def _floats(name):
+    try:
+        return [float(value) for value in FLAGS[name].value]
+    except ValueError:
+        raise errors.InputError(f"--{name}={','.join(FLAGS[name].value)} must be numbers") from None
+
+
 def config_from_flags():
     data = config_lib.DataConfig(
         data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, global_batch_size=FLAGS.batch_size, cache=FLAGS.cache,
@@ -73,7 +81,8 @@ def config_from_flags():
         verify=FLAGS.verify_records)
     model = config_lib.ModelConfig(
         backbone=FLAGS.backbone, image_size=FLAGS.image_size, weights=FLAGS.weights,
-        freeze_layers=FLAGS.freeze_layers, freeze_fraction=FLAGS.freeze_fraction, bn_momentum=FLAGS.bn_momentum)
+        freeze_layers=FLAGS.freeze_layers, freeze_fraction=FLAGS.freeze_fraction, bn_momentum=FLAGS.bn_momentum,
+        head_dropout=tuple(_floats("head_dropout")))
     augment = config_lib.AugmentConfig(
         kind=FLAGS.augment, impl=FLAGS.augment_impl, rotation_deg=FLAGS.rotation_range,
         width_shift=FLAGS.width_shift_range, height_shift=FLAGS.height_shift_range, shear_deg=FLAGS.shear_range,
@@ -99,9 +108,11 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     config = config_from_flags()
-    from cxr_fast import input_pipeline, trainer  # after validation: bad flags fail before TensorFlow loads
+    # after validation: bad flags fail before TensorFlow loads
+    from cxr_fast import distribute, input_pipeline, trainer
 
-    with input_pipeline.readable_errors(config.data.data_dir):
+    with input_pipeline.readable_errors(config.data.data_dir), \
+            distribute.cluster_errors(config.strategy == "multi_worker", config.collective_timeout_secs):
         trainer.train_and_evaluate(config, flags_text=resolved_flags())
 
 

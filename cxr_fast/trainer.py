@@ -11,6 +11,7 @@ Keras' `model.fit` is not used: it fails under MultiWorkerMirroredStrategy and t
 under any strategy.  Callbacks still run, through `keras.callbacks.CallbackList`.
 """
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -23,7 +24,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from cxr_fast import atomic, checkpointing, distribute, input_pipeline, metrics, serving
 from cxr_fast import model as model_lib
 from cxr_fast.steps import Steps
-from cxr_fast.errors import InputError
+from cxr_fast.errors import ClusterError, InputError
 
 BEST_WEIGHTS = "best.weights.h5"
 FINAL_MODEL = "model.keras"
@@ -84,7 +85,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
     keras.mixed_precision.set_global_policy(policy)
     jit = distribute.choose_jit(config.jit_compile)
     keras.utils.set_random_seed(config.seed)
-    chief = distribute.is_chief(strategy)
+    chief, workers = distribute.is_chief(strategy), distribute.num_workers(strategy)
     _check_model_dir(config, chief)
     out = distribute.WriteDir(config.model_dir, chief)
     os.makedirs(out.path, exist_ok=True)
@@ -114,8 +115,11 @@ def train_and_evaluate(config, log=print, flags_text=None):
     report = model_lib.parameter_report(model, steps.backbone, config.model)
     for line in model_lib.describe(report):
         log(line)
-    run_state = checkpointing.RunState(out.path, tf.train.Checkpoint(model=model, optimizer=optimizer, **position))
+    run_state = checkpointing.RunState(out.path, tf.train.Checkpoint(model=model, optimizer=optimizer, **position),
+                                       read_dir=config.model_dir)
     saved = run_state.load() if config.resume else None
+    if workers > 1:
+        _check_same_start(steps, position, config.model_dir)
     history = saved["history"] if saved else []
     if saved and saved.get("finished"):
         log(f"{config.model_dir} already holds a finished run; nothing to train")
@@ -129,6 +133,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     iterator = iter(strategy.distribute_datasets_from_function(input_pipeline.dataset_fn(record_set, data_config)))
 
     def validate():
+        """Every worker scores the whole val split locally (each record once) on the same weights."""
+        steps.sync_moving_statistics()
         labels, probs, _ = predict(input_pipeline.eval_dataset(record_set, "val", config.data), steps.predict)
         return metrics.binary_metrics(labels, probs)
 
@@ -184,6 +190,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
                 **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall")},
                 "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
                 "seconds": time.time() - epoch_start}
+        if workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker
+            logs = _agreed(steps, logs)
         callback_list.on_epoch_end(epoch, logs)
         history.append({"epoch": epoch + 1, **{k: None if v is None else float(v) for k, v in logs.items()}})
         with summaries.as_default(step=epoch + 1):
@@ -207,11 +215,37 @@ def train_and_evaluate(config, log=print, flags_text=None):
     return summary
 
 
+def _check_same_start(steps, position, model_dir):
+    """Every worker must resume from the same step, or the first collective would hang."""
+    starts = steps.gather([float(position["global_step"].numpy())])[:, 0]
+    if len(set(starts)) > 1:
+        raise ClusterError(f"the workers resume from different steps ({sorted(set(starts.astype(int)))}): "
+                           f"--model_dir={model_dir} must be storage every worker reads (NFS, GCS), "
+                           "and all workers need the same --model_dir")
+
+
+def _agreed(steps, logs):
+    """Epoch logs averaged over the replicas (equal already, up to non-deterministic GPU kernels)."""
+    keys = [k for k, v in logs.items() if v is not None]
+    means = steps.gather([logs[k] for k in keys]).mean(axis=0)
+    return {**logs, **{k: float(v) for k, v in zip(keys, means)}}
+
+
+def weights_fingerprint(model):
+    """sha256 of every weight's bytes, in order: equal on all workers of a run, logged at the end."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
 def _finish(config, model, record_set, history, out, predict_fn, log):
     best = os.path.join(out.path, BEST_WEIGHTS)
     if os.path.isfile(best):
         model.load_weights(best)
-    summary = {"epochs_trained": len(history), "best_epoch": None, "model": None, "test": None}
+    summary = {"epochs_trained": len(history), "best_epoch": None, "model": None, "test": None,
+               "weights_sha256": weights_fingerprint(model)}
+    log(f"weights sha256 {summary['weights_sha256']}")
     finite = [h for h in history if h["val_loss"] is not None and math.isfinite(h["val_loss"])]
     if finite:
         summary["best_epoch"] = min(finite, key=lambda h: h["val_loss"])["epoch"]

@@ -105,6 +105,15 @@ def test_deterministic_across_runs_and_worker_counts(synthetic_dir, records_dir,
     assert open(tmp_path / "again" / "splits.csv").read() == open(os.path.join(records_dir, "splits.csv")).read()
 
 
+def test_min_shards_gives_equal_record_counts(synthetic_dir, tmp_path):
+    """One shard per split by size, but --min_shards=4: four shards of (nearly) equal counts."""
+    manifest = convert(synthetic_dir, tmp_path / "four", min_shards=4)
+    for split in ("train", "val", "test"):
+        counts = [s["records"] for s in manifest["shards"] if s["split"] == split]
+        assert len(counts) == 4 and sum(counts) == manifest["counts"][split]["total"]
+        assert max(counts) - min(counts) <= 3  # ceil-sized shards, the last one takes the rest
+
+
 @pytest.fixture(scope="module")
 def plain_dir(tmp_path_factory):
     return make_synthetic(tmp_path_factory.mktemp("plain") / "data", num_patients=40, seed=2)
@@ -206,6 +215,7 @@ def test_too_small_for_fractions(tmp_path):
 @pytest.mark.parametrize("field,value,flag", [
     ("split", "random", "--split"), ("split_fractions", (0.5, 0.5, 0.5), "--split_fractions"),
     ("encoding", "webp", "--encoding"), ("image_size", 3, "--image_size"), ("shard_size_mb", 0, "--shard_size_mb"),
+    ("min_shards", 0, "--min_shards"),
 ])
 def test_bad_settings_name_the_flag(plain_dir, tmp_path, field, value, flag):
     with pytest.raises(InputError, match=flag):

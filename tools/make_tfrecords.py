@@ -23,8 +23,9 @@ flags.DEFINE_integer("image_size", 128, "Stored size (square, aspect not kept, a
                      "0 keeps the full resolution.")
 flags.DEFINE_enum("encoding", "jpeg", ["jpeg", "png", "raw"], "Stored encoding of the 1-channel images.")
 flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality for --encoding=jpeg.")
-flags.DEFINE_float("shard_size_mb", 100.0, "Target shard size in MB; every non-empty split gets at least "
-                   "one shard. For N hosts write at least 10 shards per host.")
+flags.DEFINE_float("shard_size_mb", 100.0, "Largest shard size in MB (shards of 100 MB and up read fastest).")
+flags.DEFINE_integer("min_shards", 1, "At least this many shards per split (records permitting), of equal "
+                     "record counts: each training host reads its own shards, so write 10 or more per host.")
 flags.DEFINE_integer("num_workers", 0, "Decoding processes; 0 uses every core.")
 flags.DEFINE_integer("max_image_pixels", config_lib.DEFAULT_MAX_PIXELS,
                      "Images with more pixels are skipped as decompression bombs.")
@@ -47,7 +48,8 @@ def main(argv):
         data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, split=FLAGS.split,
         split_fractions=_fractions(FLAGS.split_fractions), seed=FLAGS.seed, image_size=FLAGS.image_size,
         encoding=FLAGS.encoding, jpeg_quality=FLAGS.jpeg_quality, shard_size_mb=FLAGS.shard_size_mb,
-        num_workers=FLAGS.num_workers, max_image_pixels=FLAGS.max_image_pixels, overwrite=FLAGS.overwrite,
+        min_shards=FLAGS.min_shards, num_workers=FLAGS.num_workers, max_image_pixels=FLAGS.max_image_pixels,
+        overwrite=FLAGS.overwrite,
     ).validate()
     # Imported here, not above: spawned decode workers re-import this module and must not load TensorFlow.
     from cxr_fast import tfrecord_writer
