@@ -6,10 +6,22 @@ the flag, so a bad value is reported before any work starts.
 """
 import dataclasses
 import os
+import re
 
 from cxr_fast.dataset_index import SPLIT_POLICIES
 from cxr_fast.errors import InputError
 from cxr_fast.imaging import DEFAULT_MAX_PIXELS, ENCODINGS
+
+
+_HOST_PORT = r"[^:/\s]+:\d{1,5}"
+
+
+def check_service_address(address, flag, scheme="grpc://"):
+    """A tf.data service address, {scheme}HOST:PORT; else an InputError naming `flag`."""
+    if not re.fullmatch(re.escape(scheme) + _HOST_PORT, address):
+        raise InputError(f"{flag}={address} must look like {scheme}HOST:PORT (the dispatcher started by "
+                         "`python -m tools.data_service`)")
+    return address
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +117,8 @@ class DataConfig:
     num_threads: int = 0  # tf.data thread pool size; 0: TensorFlow's default (all cores)
     ram_budget_mb: int = 0  # tf.data autotune RAM budget; 0: TensorFlow's default
     decode_batch: int = 256  # records parsed and decoded per vectorized call
+    data_service: str = ""  # grpc://HOST:PORT of a tf.data service dispatcher: decode there, not here
+    service_job: str = "cxr_fast"  # the job all trainers of one run share (the trainer names it per run)
 
     def validate(self):
         if self.image_size < 8:
@@ -118,6 +132,8 @@ class DataConfig:
         if min(self.cache_budget_mb, self.shuffle_buffer, self.num_threads, self.ram_budget_mb) < 0:
             raise InputError("--cache_budget_mb, --shuffle_buffer, --num_threads and --ram_budget_mb "
                              "must not be negative")
+        if self.data_service:
+            check_service_address(self.data_service, "--data_service")
         return self
 
 

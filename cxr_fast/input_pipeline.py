@@ -22,7 +22,7 @@ import re
 
 import tensorflow as tf
 
-from cxr_fast import schema
+from cxr_fast import data_service, schema
 from cxr_fast.errors import InputError
 from cxr_fast.tfrecord_writer import sha256_file
 
@@ -63,7 +63,7 @@ def open_record_set(data_dir, verify=False):
                          "with a fixed --image_size (e.g. 128 or 256) for training")
     files = {}
     for shard in manifest["shards"]:
-        path = os.path.join(data_dir, shard["file"])
+        path = os.path.join(os.path.abspath(data_dir), shard["file"])  # service workers read it too
         if not os.path.isfile(path):
             raise InputError(f"{path} is listed in manifest.json but missing; copy the whole record set again")
         if os.path.getsize(path) != shard["bytes"]:
@@ -141,37 +141,47 @@ def cache_fits(record_set, config, split="train"):
     return config.cache == "memory" or (config.cache == "auto" and decoded <= config.cache_budget_mb * 2**20)
 
 
-def train_dataset(record_set, config, input_context=None):
-    """Endless shuffled training batches of (uint8 images, float32 labels), per replica."""
+def train_dataset(record_set, config, input_context=None, epochs=None):
+    """Shuffled training batches of (uint8 images, float32 labels), per replica; endless by default.
+
+    With `config.data_service` the pipeline up to the finished batch runs on the tf.data service
+    (never cached there: the service is for data that one host cannot decode fast enough) and
+    its dispatcher splits the shard files among service workers, so input pipelines do not
+    shard by file here and every pipeline defines the same dataset.
+    """
     files = list(_split_files(record_set, "train"))
     pipelines, index, batch = 1, 0, config.global_batch_size
     if input_context is not None:
-        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if len(files) < pipelines:
-            raise InputError(f"{record_set.root} has {len(files)} train shards for {pipelines} input pipelines; "
-                             f"write it again with tools.make_tfrecords --min_shards={10 * pipelines} (10 per host)")
         replicas = input_context.num_replicas_in_sync
         if config.global_batch_size % replicas:
             raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
                              f"{replicas} replicas in sync")
         batch = input_context.get_per_replica_batch_size(config.global_batch_size)
+        if not config.data_service:
+            pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) < pipelines:
+            raise InputError(f"{record_set.root} has {len(files)} train shards for {pipelines} input pipelines; "
+                             f"write it again with tools.make_tfrecords --min_shards={10 * pipelines} (10 per host)")
     files = files[index::pipelines]
     decode = _decoder(record_set, config)
     seed = config.seed + index
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if cache_fits(record_set, config):
+    if cache_fits(record_set, config) and not config.data_service:
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE)
         ds = ds.batch(config.decode_batch).map(decode, num_parallel_calls=AUTOTUNE).unbatch().cache()
         size = record_set.num_records("train") // pipelines + 1
-        ds = ds.shuffle(min(size, max(config.shuffle_buffer, 1)), seed=seed).repeat()
+        ds = ds.shuffle(min(size, max(config.shuffle_buffer, 1)), seed=seed).repeat(epochs)
         ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.shuffle(len(files), seed=seed)
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
                            deterministic=False)
-        ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=seed).repeat()  # each epoch a full pass
+        ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=seed).repeat(epochs)  # each epoch a full pass
         ds = ds.batch(batch, drop_remainder=True).map(decode, num_parallel_calls=AUTOTUNE)
-    return _with_channels(ds, config).prefetch(AUTOTUNE).with_options(_options(config, deterministic=False))
+    ds = _with_channels(ds, config).with_options(_options(config, deterministic=False))
+    if config.data_service:
+        ds = data_service.distribute(ds, config.data_service, config.service_job)
+    return ds.prefetch(AUTOTUNE)
 
 
 def eval_dataset(record_set, split, config, with_metadata=False, batch_size=None):

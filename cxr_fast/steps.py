@@ -40,21 +40,25 @@ class Steps:
         self.forward_backward = tf.function(self._forward_backward, jit_compile=jit)
         self.train_loop = tf.function(self._train_loop)
         self.predict = tf.function(lambda images: self.model(images, training=False), jit_compile=jit)
-        self._statistics = [v for v in self.model.non_trainable_variables if v.name.startswith("moving_")]
+        self._statistics = [variable for layer in self.backbone.layers
+                            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+                            for variable in (layer.moving_mean, layer.moving_variance)]
         self._sync = tf.function(self._sync_statistics)
         self._gather = tf.function(self._gather_values)
 
     def _sync_statistics(self):
         def replica_fn():
+            # One batched all-reduce; tf.identity gives MultiWorkerMirroredStrategy a tensor with a device.
             context = tf.distribute.get_replica_context()
-            for variable in self._statistics:
-                variable.assign(context.all_reduce(tf.distribute.ReduceOp.MEAN, variable.value))
+            means = context.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in self._statistics])
+            for variable, mean in zip(self._statistics, means):
+                variable.assign(mean)
 
         self.strategy.run(replica_fn)
 
     def sync_moving_statistics(self):
         """Every replica's BatchNorm moving mean and variance set to their mean over all replicas."""
-        if self.strategy.num_replicas_in_sync > 1:
+        if self.strategy.num_replicas_in_sync > 1 and self._statistics:
             self._sync()
 
     def _gather_values(self, values):

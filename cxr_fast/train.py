@@ -21,6 +21,8 @@ flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas
 flags.DEFINE_enum("cache", "auto", ["auto", "memory", "none"], "Cache the decoded training split in memory.")
 flags.DEFINE_integer("cache_budget_mb", 4096, "cache=auto caches when the decoded split fits this.")
 flags.DEFINE_integer("shuffle_buffer", 16384, "Records in the shuffle buffer.")
+flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher (tools.data_service): "
+                    "read and decode the training split there; evaluation still reads locally.")
 flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 against the manifest before training.")
 # Model
 flags.DEFINE_enum("backbone", "B2", list(config_lib.BACKBONES), "EfficientNet variant.")
@@ -78,7 +80,7 @@ def config_from_flags():
     data = config_lib.DataConfig(
         data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, global_batch_size=FLAGS.batch_size, cache=FLAGS.cache,
         cache_budget_mb=FLAGS.cache_budget_mb, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
-        verify=FLAGS.verify_records)
+        verify=FLAGS.verify_records, data_service=FLAGS.data_service)
     model = config_lib.ModelConfig(
         backbone=FLAGS.backbone, image_size=FLAGS.image_size, weights=FLAGS.weights,
         freeze_layers=FLAGS.freeze_layers, freeze_fraction=FLAGS.freeze_fraction, bn_momentum=FLAGS.bn_momentum,

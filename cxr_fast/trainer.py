@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
-from cxr_fast import atomic, checkpointing, distribute, input_pipeline, metrics, serving
+from cxr_fast import atomic, checkpointing, data_service, distribute, input_pipeline, metrics, serving
 from cxr_fast import model as model_lib
 from cxr_fast.steps import Steps
 from cxr_fast.errors import ClusterError, InputError
@@ -98,6 +98,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
 
     # ---- data
     record_set = input_pipeline.open_record_set(config.data.data_dir, config.data.verify)
+    if config.data.data_service:
+        data_service.check_reachable(config.data.data_service)
     weights = class_weights(record_set, config.class_weight)
     global_batch = config.data.global_batch_size
     if global_batch > record_set.num_records("train"):
@@ -130,6 +132,10 @@ def train_and_evaluate(config, log=print, flags_text=None):
         log(f"resuming at epoch {epoch + 1}, step {step_in_epoch} (global step {global_step})")
     # A resumed run draws a fresh sample order instead of replaying the one it had begun.
     data_config = dataclasses.replace(config.data, seed=config.data.seed + global_step)
+    if config.data.data_service:
+        data_config = dataclasses.replace(data_config, service_job=data_service.job_name(config.model_dir,
+                                                                                         data_config.seed))
+        log(f"training input from the tf.data service at {config.data.data_service} (job {data_config.service_job})")
     iterator = iter(strategy.distribute_datasets_from_function(input_pipeline.dataset_fn(record_set, data_config)))
 
     def validate():

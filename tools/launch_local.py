@@ -1,0 +1,47 @@
+"""Runs a multi-worker training cluster on this machine: N processes on 127.0.0.1.
+
+    python -m tools.launch_local --num_workers=2 -- --flagfile=model2.flags \
+        --data_dir=records/kermany128 --model_dir=runs/model2_2workers
+
+Everything after `--` goes to every worker (`python -m cxr_fast.train` unless --module says
+otherwise), with `--strategy=multi_worker` added when not given.  Each worker gets a free port
+and its own TF_CONFIG; its output is printed prefixed with `[worker i]`.  If one worker fails
+the others are stopped, and the launcher exits with that worker's code.  On real hosts, start
+the same train command on each host with that host's TF_CONFIG (see BUILD.md).
+"""
+import signal
+import sys
+
+from absl import flags
+
+from cxr_fast import cluster, errors
+
+flags.DEFINE_integer("num_workers", 2, "Worker processes to start.")
+flags.DEFINE_string("module", "cxr_fast.train", "The module each worker runs with `python -m`.")
+flags.DEFINE_float("grace_secs", 10.0, "After a failure: seconds between SIGTERM and SIGKILL for the others.")
+FLAGS = flags.FLAGS
+
+
+def worker_command(module, args):
+    """`python -m module args`, with --strategy=multi_worker for the trainer unless args name a strategy."""
+    args = list(args)
+    if module == "cxr_fast.train" and not any(a.startswith("--strategy=") or a == "--strategy" for a in args):
+        args.append("--strategy=multi_worker")
+    return [sys.executable, "-m", module, *args]
+
+
+def main(argv):
+    if FLAGS.num_workers < 1:
+        raise errors.InputError(f"--num_workers={FLAGS.num_workers} must be at least 1")
+    if FLAGS.grace_secs < 0:
+        raise errors.InputError(f"--grace_secs={FLAGS.grace_secs} must not be negative")
+    local = cluster.LocalCluster(worker_command(FLAGS.module, argv[1:]), FLAGS.num_workers,
+                                 grace_secs=FLAGS.grace_secs)
+    # A launcher stopped by SIGTERM (a scheduler, `kill`) stops its workers too, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    print(f"[launcher] {FLAGS.num_workers} workers on {', '.join(local.workers)}", flush=True)
+    sys.exit(local.wait())
+
+
+if __name__ == "__main__":
+    errors.run_main(main)
