@@ -41,16 +41,20 @@ def _stream(process, prefix, out, lock):
             out.flush()
 
 
+def _signal_groups(processes, sig):
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+
+
 def _stop(processes, grace_secs):
-    """SIGTERM every live worker's process group, then SIGKILL what is left after `grace_secs`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        live = [p for p in processes if p.poll() is None]
-        for process in live:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-        deadline = time.time() + grace_secs
-        while any(p.poll() is None for p in live) and time.time() < deadline:
-            time.sleep(0.05)
+    """SIGTERM to every worker's process group (a worker that exited may have left children there),
+    SIGKILL to all of them once the workers are gone or `grace_secs` have passed."""
+    _signal_groups(processes, signal.SIGTERM)
+    deadline = time.time() + grace_secs
+    while any(p.poll() is None for p in processes) and time.time() < deadline:
+        time.sleep(0.05)
+    _signal_groups(processes, signal.SIGKILL)
     for process in processes:
         process.wait()
 

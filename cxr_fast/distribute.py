@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 import tensorflow as tf
+from absl import logging
 
 from cxr_fast.errors import ClusterError, InputError
 
@@ -95,14 +96,22 @@ def num_workers(strategy):
 _TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 
 
+def _tasks(text):
+    return ", ".join(dict.fromkeys(f"{job} {task}" for job, task in _TASK.findall(text)))
+
+
 def _lost_worker(message):
     """A short account of a cluster failure from TensorFlow's long error text."""
     if "unhealthy" in message:
-        tasks = dict.fromkeys(f"{job} {task}" for job, task in _TASK.findall(message.split("unhealthy", 1)[1]))
-        return f"{', '.join(tasks) or 'a worker'} stopped sending heartbeats (crashed, killed or preempted)"
+        return f"{_tasks(message.split('unhealthy', 1)[1]) or 'a worker'} stopped sending heartbeats " \
+               "(crashed, killed or preempted)"
     if "coordination service" in message:
         return "the chief (worker 0, which coordinates the cluster) stopped answering (crashed, killed or preempted)"
-    return message.strip().splitlines()[0]
+    if "remote target" in message:
+        return f"{_tasks(message.split('remote target', 1)[1]) or 'a worker'} cannot be reached " \
+               "(crashed, killed, or the network failed)"
+    lines = [line for line in message.strip().splitlines() if "aborted by" in line] or message.strip().splitlines()
+    return lines[0]
 
 
 @contextlib.contextmanager
@@ -119,6 +128,7 @@ def cluster_errors(multi_worker, timeout_secs):
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError) as err:
         if not multi_worker:
             raise
+        logging.info("TensorFlow's error: %s", err.message)  # shown with --verbosity=0
         raise ClusterError(f"the cluster lost a worker: {_lost_worker(err.message)}; check every worker's log, "
                            "then start all workers again with the same command (the run resumes from the last "
                            "checkpoint in --model_dir)") from None

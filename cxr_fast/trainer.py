@@ -193,7 +193,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
                 log(f"checkpoint saved at epoch {epoch + 1}, step {step_in_epoch}")
         val = validate()
         logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
-                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall")},
+                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall", "count")},
                 "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
                 "seconds": time.time() - epoch_start}
         if workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker

@@ -1,13 +1,16 @@
 """Running entry points as a user does: `python -m MODULE FLAGS`, from the repository root."""
+import io
 import os
 import subprocess
 import sys
+import threading
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(module, *args, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+def run(module, *args, timeout=600, env=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **(env or {}))
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -20,3 +23,22 @@ def assert_one_line_error(result, *fragments):
     assert len(lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+class Lines(io.StringIO):
+    """A thread-safe output for `cxr_fast.cluster.LocalCluster` that keeps what the workers printed."""
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def write(self, text):
+        with self.lock:
+            return super().write(text)
+
+    def wait_for(self, text, timeout):
+        """Blocks until `text` has been printed; fails the test after `timeout` seconds."""
+        deadline = time.time() + timeout
+        while text not in self.getvalue():
+            assert time.time() < deadline, f"{text!r} never appeared:\n{self.getvalue()[-3000:]}"
+            time.sleep(0.2)

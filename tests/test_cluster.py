@@ -1,0 +1,68 @@
+"""The local cluster launcher's process handling, on small Python workers (no TensorFlow)."""
+import json
+import os
+import sys
+import time
+
+from cli import Lines
+from cxr_fast import cluster
+
+# Prints its index, records its pid and its child's; worker 1 fails after a delay, the rest sleep.
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "sleep_worker.py")
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+        return f.read().split()[2] != "Z"
+
+
+def started_pids(folder, count):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        files = [os.path.join(folder, f"pids{i}") for i in range(count)]
+        if all(os.path.isfile(f) and open(f).read() for f in files):
+            return [int(p) for f in files for p in open(f).read().split()]
+        time.sleep(0.1)
+    raise AssertionError("workers did not start")
+
+
+def test_free_ports_are_distinct_and_bindable():
+    ports = cluster.free_ports(4)
+    assert len(set(ports)) == 4 and all(1024 <= p < 65536 for p in ports)
+
+
+def test_tf_config_names_the_cluster_and_the_task():
+    config = json.loads(cluster.tf_config(["127.0.0.1:1", "127.0.0.1:2"], 1))
+    assert config == {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 1}}
+
+
+def test_one_failing_worker_stops_the_others_and_their_children(tmp_path):
+    out = Lines()
+    local = cluster.LocalCluster([sys.executable, WORKER, str(tmp_path), "1"], 3, out=out, grace_secs=5)
+    pids = started_pids(tmp_path, 3)
+    start = time.time()
+    assert local.wait() == 3
+    assert time.time() - start < 15
+    assert not [pid for pid in pids if alive(pid)]
+    text = out.getvalue()
+    for index in range(3):
+        assert f"[worker {index}] hello from {index}" in text
+    assert "[launcher] worker 1 exited with code 3; stopping the others" in text
+
+
+def test_all_workers_succeeding_exit_zero(tmp_path):
+    out = Lines()
+    command = [sys.executable, "-c", "import json, os; print(json.loads(os.environ['TF_CONFIG'])['task'])"]
+    assert cluster.LocalCluster(command, 2, out=out).wait() == 0
+    assert "[worker 1] {'type': 'worker', 'index': 1}" in out.getvalue()
+
+
+def test_stop_ends_every_worker(tmp_path):
+    local = cluster.LocalCluster([sys.executable, WORKER, str(tmp_path), "600"], 2, out=Lines(), grace_secs=2)
+    pids = started_pids(tmp_path, 2)
+    local.stop()
+    assert not [pid for pid in pids if alive(pid)]
