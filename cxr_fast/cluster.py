@@ -41,6 +41,13 @@ def _stream(process, prefix, out, lock):
             out.flush()
 
 
+def stream_lines(process, prefix, out, lock=None):
+    """Copies `process`'s text output to `out` line by line, each prefixed, from a daemon thread."""
+    thread = threading.Thread(target=_stream, args=(process, prefix, out, lock or threading.Lock()), daemon=True)
+    thread.start()
+    return thread
+
+
 def _signal_groups(processes, sig):
     for process in processes:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -78,10 +85,7 @@ class LocalCluster:
                 process = subprocess.Popen(command, env=worker_env, cwd=cwd, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
                 self.processes.append(process)
-                thread = threading.Thread(target=_stream, args=(process, f"[worker {index}]", self.out, lock),
-                                          daemon=True)
-                thread.start()
-                self._threads.append(thread)
+                self._threads.append(stream_lines(process, f"[worker {index}]", self.out, lock))
         except BaseException:
             self.stop()
             raise

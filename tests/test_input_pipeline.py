@@ -92,7 +92,7 @@ def test_too_few_shards_for_the_pipelines(records_dir):
     pipelines = len(record_set.files["train"]) + 1
     context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=0,
                                          num_replicas_in_sync=pipelines)
-    with pytest.raises(InputError, match=f"write at least {pipelines}"):
+    with pytest.raises(InputError, match=f"--min_shards={10 * pipelines}"):
         input_pipeline.train_dataset(record_set, _config(records_dir), context)
 
 
