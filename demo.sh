@@ -21,7 +21,8 @@ echo "== 1/4 synthetic chest films ($patients patients) -> $out/images"
   python -m tools.make_synthetic --output_dir="$out/images" --num_patients="$patients" --difficulty=0.2
 echo "== 2/4 TFRecords (${size} px, patient split) -> $out/records"
 [[ -f "$out/records/manifest.json" ]] || \
-  python -m tools.make_tfrecords --data_dir="$out/images" --output_dir="$out/records" --image_size="$size"
+  python -m tools.make_tfrecords --data_dir="$out/images" --output_dir="$out/records" --image_size="$size" \
+    --min_shards=4  # four shards per split: enough for tools.launch_local with up to 4 workers
 echo "== 3/4 training (demo.flags) -> $out/model"
 python -m cxr_fast.train --flagfile=demo.flags --data_dir="$out/records" --model_dir="$out/model" ${extra[@]+"${extra[@]}"}
 echo "== 4/4 evaluation on the test split"

@@ -10,7 +10,9 @@ library) one 128 px record set per encoding: `jpeg/`, `png/`, `raw/`.
 Variants, all at 128x128, batch 64: the reference (tf_keras ImageDataGenerator.flow_from_directory
 with its augmentation), `keras.utils.image_dataset_from_directory`, and cxr_fast's training
 pipeline for each encoding, cache off and on, on 1 core and on all cores, plus the
-augmentation applied to every batch (as the trainer does on the device).
+augmentation applied to every batch (as the trainer does on the device), and the JPEG pipeline
+through a tf.data service on loopback (dispatcher and one worker in this process: the cost of
+moving finished batches through the service, not its scaling, which needs more machines).
 """
 import os
 
@@ -18,7 +20,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common
-from cxr_fast import augment, config as config_lib, input_pipeline, tfrecord_writer
+from cxr_fast import augment, config as config_lib, data_service, input_pipeline, tfrecord_writer
 
 SIZE, BATCH = 128, 64
 
@@ -96,6 +98,13 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
                 add(f"cxr_fast {encoding} cache={cache} +augment", with_augmentation(
                     input_pipeline.train_dataset(record_set, config)), all_cores, encoding=encoding, cache=cache,
                     augment="reference fused, on the CPU")
+        if encoding == "jpeg":
+            service = data_service.LocalService(num_workers=1)
+            config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
+                                           data_service=service.target, service_job="benchmark")
+            add(f"cxr_fast {encoding} via tf.data service", input_pipeline.train_dataset(record_set, config),
+                all_cores, encoding=encoding, cache="none", augment="none", service="1 worker, loopback")
+            service.stop()
     reference = next((v["img_per_s"] for v in variants if v["name"].startswith("reference")), None)
     for v in variants:
         v["ratio_to_reference"] = v["img_per_s"] / reference if reference else None

@@ -152,16 +152,16 @@ def train_dataset(record_set, config, input_context=None, epochs=None):
     files = list(_split_files(record_set, "train"))
     pipelines, index, batch = 1, 0, config.global_batch_size
     if input_context is not None:
-        replicas = input_context.num_replicas_in_sync
-        if config.global_batch_size % replicas:
-            raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
-                             f"{replicas} replicas in sync")
-        batch = input_context.get_per_replica_batch_size(config.global_batch_size)
         if not config.data_service:
             pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
         if len(files) < pipelines:
             raise InputError(f"{record_set.root} has {len(files)} train shards for {pipelines} input pipelines; "
                              f"write it again with tools.make_tfrecords --min_shards={10 * pipelines} (10 per host)")
+        replicas = input_context.num_replicas_in_sync
+        if config.global_batch_size % replicas:
+            raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
+                             f"{replicas} replicas in sync")
+        batch = input_context.get_per_replica_batch_size(config.global_batch_size)
     files = files[index::pipelines]
     decode = _decoder(record_set, config)
     seed = config.seed + index

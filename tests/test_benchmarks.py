@@ -17,6 +17,7 @@ def test_input_pipeline_benchmark_reports_every_variant(tmp_path):
     for encoding in ("jpeg", "png", "raw"):
         for cache in ("none", "memory"):
             assert f"cxr_fast {encoding} cache={cache}" in names
+    assert "cxr_fast jpeg via tf.data service" in names
     assert {v["cores"] for v in variants if v["name"].startswith("cxr_fast")} >= {1}
     assert all(v["img_per_s"] > 0 and v["ratio_to_reference"] > 0 for v in variants)
     assert "x ref" in common.table(variants)
