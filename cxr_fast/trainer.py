@@ -218,6 +218,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks), "epoch_totals": [0] * 4,
                     "finished": True, "summary": summary}, global_step)
     out.cleanup()
+    if workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
+        steps.gather([0.0])
     return summary
 
 
@@ -226,7 +228,7 @@ def _check_same_start(steps, position, model_dir):
     starts = steps.gather([float(position["global_step"].numpy())])[:, 0]
     if len(set(starts)) > 1:
         raise ClusterError(f"the workers resume from different steps ({sorted(set(starts.astype(int)))}): "
-                           f"--model_dir={model_dir} must be storage every worker reads (NFS, GCS), "
+                           f"--model_dir={model_dir} must be a file system every worker reads (such as NFS), "
                            "and all workers need the same --model_dir")
 
 
