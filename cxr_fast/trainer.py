@@ -227,7 +227,7 @@ def _check_same_start(steps, position, model_dir):
     """Every worker must resume from the same step, or the first collective would hang."""
     starts = steps.gather([float(position["global_step"].numpy())])[:, 0]
     if len(set(starts)) > 1:
-        raise ClusterError(f"the workers resume from different steps ({sorted(set(starts.astype(int)))}): "
+        raise ClusterError(f"the workers resume from different steps ({sorted({int(s) for s in starts})}): "
                            f"--model_dir={model_dir} must be a file system every worker reads (such as NFS), "
                            "and all workers need the same --model_dir")
 

@@ -86,3 +86,31 @@ def test_foreign_model_dir_is_refused(easy_records, tmp_path):
 
     with pytest.raises(InputError, match="no cxr_fast checkpoint"):
         trainer.train_and_evaluate(tiny_config(easy_records, tmp_path))
+
+
+class _Workers:
+    """Stands in for `Steps.gather` across two workers that hold the given rows."""
+
+    def __init__(self, *rows):
+        self.rows = np.array(rows, np.float64)
+
+    def gather(self, values):
+        return self.rows
+
+
+def test_workers_resuming_from_different_steps_is_a_cluster_error():
+    import tensorflow as tf
+
+    from cxr_fast.errors import ClusterError
+
+    position = {"global_step": tf.Variable(12, dtype=tf.int64)}
+    trainer._check_same_start(_Workers([12.0], [12.0]), position, "runs/x")  # agreeing workers pass
+    with pytest.raises(ClusterError, match=r"resume from different steps \(\[0, 12\]\): --model_dir=runs/x"):
+        trainer._check_same_start(_Workers([12.0], [0.0]), position, "runs/x")
+
+
+def test_epoch_logs_are_averaged_over_workers():
+    logs = {"val_loss": 0.5, "val_auc": None, "seconds": 10.0}
+    agreed = trainer._agreed(_Workers([0.5, 10.0], [0.5000001, 12.0]), logs)
+    assert agreed["val_auc"] is None and agreed["seconds"] == 11.0
+    assert agreed["val_loss"] == pytest.approx(0.50000005)
