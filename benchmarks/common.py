@@ -4,7 +4,6 @@ Every benchmark warms up first (graph tracing, thread pools, caches), then count
 a fixed wall-clock window, and reports images/s beside the settings that produced it.
 """
 import datetime
-import json
 import os
 import platform
 import time

@@ -14,7 +14,6 @@ faint vessel-like blobs of the same shape so the sign is not trivially "any blob
 """
 import dataclasses
 import io
-import json
 import os
 import shutil
 import time

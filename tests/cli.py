@@ -1,4 +1,5 @@
-"""Running entry points as a user does: `python -m MODULE FLAGS`, from the repository root."""
+"""Helpers for tests that run entry points as a user does (`python -m MODULE FLAGS`, from the
+repository root) and watch the processes they start."""
 import io
 import os
 import subprocess
@@ -42,3 +43,24 @@ class Lines(io.StringIO):
         while text not in self.getvalue():
             assert time.time() < deadline, f"{text!r} never appeared:\n{self.getvalue()[-3000:]}"
             time.sleep(0.2)
+
+
+def alive(pid):
+    """Whether process `pid` still runs (a zombie has exited)."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+
+
+def started_pids(folder, count):
+    """The pids that `tests/helpers/sleep_worker.py` workers 0..count-1 wrote to `folder`."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        files = [os.path.join(folder, f"pids{i}") for i in range(count)]
+        if all(os.path.isfile(f) and open(f).read() for f in files):
+            return [int(p) for f in files for p in open(f).read().split()]
+        time.sleep(0.1)
+    raise AssertionError("workers did not start")

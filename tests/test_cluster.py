@@ -4,30 +4,11 @@ import os
 import sys
 import time
 
-from cli import Lines
+from cli import Lines, alive, started_pids
 from cxr_fast import cluster
 
 # Prints its index, records its pid and its child's; worker 1 fails after a delay, the rest sleep.
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers", "sleep_worker.py")
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
-        return f.read().split()[2] != "Z"
-
-
-def started_pids(folder, count):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        files = [os.path.join(folder, f"pids{i}") for i in range(count)]
-        if all(os.path.isfile(f) and open(f).read() for f in files):
-            return [int(p) for f in files for p in open(f).read().split()]
-        time.sleep(0.1)
-    raise AssertionError("workers did not start")
 
 
 def test_free_ports_are_distinct_and_bindable():

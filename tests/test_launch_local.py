@@ -15,11 +15,10 @@ import time
 
 import pytest
 
-from cli import ROOT, assert_one_line_error, run
+from cli import ROOT, alive, assert_one_line_error, run, started_pids
 from conftest import convert, make_synthetic
 from cxr_fast import trainer
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from test_cluster import alive, started_pids
 
 HELPERS = os.path.join(ROOT, "tests", "helpers")
 
