@@ -70,10 +70,11 @@ class LocalCluster:
     """Starts `command` once per worker; `wait()` returns the cluster's exit code.
 
     Each worker runs in its own session (process group), so stopping it also stops anything it
-    started.  `env` entries are added to every worker's environment, TF_CONFIG to each its own.
+    started.  `env` entries are added to every worker's environment, TF_CONFIG to each its own,
+    and with `gpus_per_worker` each worker sees only its own GPUs (CUDA_VISIBLE_DEVICES).
     """
 
-    def __init__(self, command, num_workers, env=None, out=None, grace_secs=10.0, cwd=None):
+    def __init__(self, command, num_workers, env=None, out=None, grace_secs=10.0, cwd=None, gpus_per_worker=0):
         self.workers = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
         self.grace_secs = grace_secs
         self.out = out or sys.stdout
@@ -82,6 +83,9 @@ class LocalCluster:
             for index in range(num_workers):
                 worker_env = dict(os.environ, **(env or {}), TF_CONFIG=tf_config(self.workers, index),
                                   PYTHONUNBUFFERED="1")
+                if gpus_per_worker:
+                    first = index * gpus_per_worker
+                    worker_env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(first, first + gpus_per_worker)))
                 process = subprocess.Popen(command, env=worker_env, cwd=cwd, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
                 self.processes.append(process)

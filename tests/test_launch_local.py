@@ -89,22 +89,23 @@ def test_two_workers_end_identical_and_match_one_process(even_records, tmp_path)
             assert abs(mine[key] - theirs[key]) < 0.15 * learned, (key, mine, theirs)
 
 
-def test_sigterm_to_the_launcher_stops_every_worker(tmp_path):
+def test_sigterm_to_the_launcher_stops_every_worker_each_with_its_gpus(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HELPERS]))
     launcher = subprocess.Popen([sys.executable, "-m", "tools.launch_local", "--num_workers=2", "--module=sleep_worker",
-                                 "--", str(tmp_path), "600"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                 "--gpus_per_worker=2", "--", str(tmp_path), "600"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pids = started_pids(tmp_path, 2)
     launcher.send_signal(signal.SIGTERM)
     assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
     time.sleep(0.5)
     assert not [pid for pid in pids if alive(pid)]
     output = launcher.stdout.read()
-    assert "[worker 0] hello from 0" in output and "[worker 1] hello from 1" in output
+    assert "[worker 0] hello from 0 gpus 0,1" in output and "[worker 1] hello from 1 gpus 2,3" in output
 
 
 def test_bad_launcher_flags_are_one_line_errors():
     assert_one_line_error(run("tools.launch_local", "--num_workers=0"), "--num_workers=0")
+    assert_one_line_error(run("tools.launch_local", "--gpus_per_worker=-1"), "--gpus_per_worker")
 
 
 def test_a_worker_failing_on_bad_flags_ends_the_launch_with_its_code(tmp_path):

@@ -7,7 +7,8 @@ Everything after `--` goes to every worker (`python -m cxr_fast.train` unless --
 otherwise), with `--strategy=multi_worker` added when not given.  Each worker gets a free port
 and its own TF_CONFIG; its output is printed prefixed with `[worker i]`.  If one worker fails
 the others are stopped, and the launcher exits with that worker's code.  On real hosts, start
-the same train command on each host with that host's TF_CONFIG (see BUILD.md).
+the same train command on each host with that host's TF_CONFIG (see BUILD.md).  On one
+machine with 8 GPUs, `--num_workers=2 --gpus_per_worker=4` gives each worker its own four.
 """
 import signal
 import sys
@@ -18,6 +19,8 @@ from cxr_fast import cluster, errors
 
 flags.DEFINE_integer("num_workers", 2, "Worker processes to start.")
 flags.DEFINE_string("module", "cxr_fast.train", "The module each worker runs with `python -m`.")
+flags.DEFINE_integer("gpus_per_worker", 0, "Give worker i GPUs i*n .. i*n+n-1 (CUDA_VISIBLE_DEVICES); "
+                     "0 leaves every GPU visible to every worker (right for CPU-only machines).")
 flags.DEFINE_float("grace_secs", 10.0, "After a failure: seconds between SIGTERM and SIGKILL for the others.")
 FLAGS = flags.FLAGS
 
@@ -33,10 +36,10 @@ def worker_command(module, args):
 def main(argv):
     if FLAGS.num_workers < 1:
         raise errors.InputError(f"--num_workers={FLAGS.num_workers} must be at least 1")
-    if FLAGS.grace_secs < 0:
-        raise errors.InputError(f"--grace_secs={FLAGS.grace_secs} must not be negative")
+    if FLAGS.grace_secs < 0 or FLAGS.gpus_per_worker < 0:
+        raise errors.InputError("--grace_secs and --gpus_per_worker must not be negative")
     local = cluster.LocalCluster(worker_command(FLAGS.module, argv[1:]), FLAGS.num_workers,
-                                 grace_secs=FLAGS.grace_secs)
+                                 grace_secs=FLAGS.grace_secs, gpus_per_worker=FLAGS.gpus_per_worker)
     # A launcher stopped by SIGTERM (a scheduler, `kill`) stops its workers too, as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"[launcher] {FLAGS.num_workers} workers on {', '.join(local.workers)}", flush=True)

@@ -14,7 +14,7 @@ index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 with open(os.path.join(folder, f"pids{index}"), "w") as f:
     f.write(f"{os.getpid()} {child.pid}")
-print("hello from", index, flush=True)
+print("hello from", index, "gpus", os.environ.get("CUDA_VISIBLE_DEVICES", "all"), flush=True)
 if index == 1:
     time.sleep(delay)
     sys.exit(3)
