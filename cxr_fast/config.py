@@ -13,6 +13,14 @@ from cxr_fast.errors import InputError
 from cxr_fast.imaging import DEFAULT_MAX_PIXELS, ENCODINGS
 
 
+def parse_floats(values, flag, example):
+    """A list flag's strings as a tuple of floats; else an InputError naming `flag` with an example."""
+    try:
+        return tuple(float(value) for value in values)
+    except ValueError:
+        raise InputError(f"{flag}={','.join(values)} must be numbers, e.g. {example}") from None
+
+
 _HOST_PORT = r"[^:/\s]+:\d{1,5}"
 
 

@@ -69,13 +69,6 @@ flags.mark_flags_as_required(["data_dir", "model_dir"])
 FLAGS = flags.FLAGS
 
 
-def _floats(name):
-    try:
-        return [float(value) for value in FLAGS[name].value]
-    except ValueError:
-        raise errors.InputError(f"--{name}={','.join(FLAGS[name].value)} must be numbers") from None
-
-
 def config_from_flags():
     data = config_lib.DataConfig(
         data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, global_batch_size=FLAGS.batch_size, cache=FLAGS.cache,
@@ -84,7 +77,7 @@ def config_from_flags():
     model = config_lib.ModelConfig(
         backbone=FLAGS.backbone, image_size=FLAGS.image_size, weights=FLAGS.weights,
         freeze_layers=FLAGS.freeze_layers, freeze_fraction=FLAGS.freeze_fraction, bn_momentum=FLAGS.bn_momentum,
-        head_dropout=tuple(_floats("head_dropout")))
+        head_dropout=config_lib.parse_floats(FLAGS.head_dropout, "--head_dropout", "0.3,0.2"))
     augment = config_lib.AugmentConfig(
         kind=FLAGS.augment, impl=FLAGS.augment_impl, rotation_deg=FLAGS.rotation_range,
         width_shift=FLAGS.width_shift_range, height_shift=FLAGS.height_shift_range, shear_deg=FLAGS.shear_range,

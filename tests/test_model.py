@@ -65,6 +65,9 @@ def test_bad_model_settings_name_the_flag(tmp_path):
         ModelConfig(backbone="B9").validate()
     with pytest.raises(InputError, match="not both"):
         ModelConfig(freeze_layers=3, freeze_fraction=0.5).validate()
+    for rates in ((0.3,), (0.3, 1.0), (-0.1, 0.2)):
+        with pytest.raises(InputError, match="--head_dropout=.*two rates in"):
+            ModelConfig(head_dropout=rates).validate()
 
 
 def test_bn_momentum_option():
@@ -77,3 +80,8 @@ def test_bn_momentum_option():
     _, default = model_lib.build_model(ModelConfig(backbone="B0", image_size=32, weights="none"))
     assert all(layer.momentum == 0.99 for layer in default.layers
                if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_head_dropout_option_sets_both_rates():
+    model, _ = model_lib.build_model(ModelConfig(backbone="B0", image_size=32, weights="none", head_dropout=(0.1, 0.0)))
+    assert model.get_layer("dropout_03").rate == 0.1 and model.get_layer("dropout_02").rate == 0.0

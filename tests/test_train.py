@@ -59,3 +59,5 @@ def test_bad_flags_are_one_clear_line(records, tmp_path):
                           "--weights", "no such file")
     assert_one_line_error(run("cxr_fast.train", f"--data_dir={records}", f"--model_dir={tmp_path / 'd'}", *TINY,
                               "--batch_size=100000"), "--batch_size")
+    assert_one_line_error(run("cxr_fast.train", f"--data_dir={records}", f"--model_dir={tmp_path / 'e'}", *TINY,
+                              "--head_dropout=half,0.2"), "--head_dropout=half,0.2", "must be numbers")
