@@ -39,7 +39,8 @@ def main(argv):
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     config = config_lib.ConvertConfig(
         data_dir=FLAGS.data_dir, output_dir=FLAGS.output_dir, split=FLAGS.split,
-        split_fractions=config_lib.parse_floats(FLAGS.split_fractions, "--split_fractions", "0.6,0.2,0.2"), seed=FLAGS.seed, image_size=FLAGS.image_size,
+        split_fractions=config_lib.parse_floats(FLAGS.split_fractions, "--split_fractions", "0.6,0.2,0.2"),
+        seed=FLAGS.seed, image_size=FLAGS.image_size,
         encoding=FLAGS.encoding, jpeg_quality=FLAGS.jpeg_quality, shard_size_mb=FLAGS.shard_size_mb,
         min_shards=FLAGS.min_shards, num_workers=FLAGS.num_workers, max_image_pixels=FLAGS.max_image_pixels,
         overwrite=FLAGS.overwrite,
