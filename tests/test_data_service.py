@@ -41,9 +41,10 @@ def _digests(dataset):
             for images, _ in dataset for image in images.numpy()]
 
 
-def test_dispatcher_and_two_workers_deliver_every_element_to_one_consumer(records_dir):
+def test_dispatcher_and_two_workers_deliver_every_element_to_one_consumer(records_dir, tmp_path):
     port, *worker_ports = cluster.free_ports(3)
-    service = Service(["--role=dispatcher", f"--port={port}"],
+    journal = tmp_path / "journal"  # --work_dir: the dispatcher journals its jobs (fault-tolerant mode)
+    service = Service(["--role=dispatcher", f"--port={port}", f"--work_dir={journal}"],
                       *[["--role=worker", f"--port={p}", f"--dispatcher=localhost:{port}"] for p in worker_ports])
     try:
         service.out.wait_for("dispatcher listening", timeout=120)
@@ -68,6 +69,7 @@ def test_dispatcher_and_two_workers_deliver_every_element_to_one_consumer(record
     assert collections.Counter(received[0] + received[1]) == collections.Counter(expected)
     assert received[0] and received[1]  # both consumers got a share of the one epoch
     assert codes == [0, 0, 0] and service.out.getvalue().count("stopped") == 3
+    assert any(path.is_file() and path.stat().st_size for path in journal.rglob("*"))
 
 
 def test_trainer_runs_on_a_local_service_and_evaluates_locally(records_dir, tmp_path):
