@@ -11,8 +11,9 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common
-from cxr_fast import augment, model as model_lib
 from cxr_fast.config import AugmentConfig, ModelConfig
+from cxr_fast.training import augment
+from cxr_fast.training import model as model_lib
 
 
 def augment_rate(impl, images, seconds):

@@ -9,8 +9,8 @@ import tempfile
 from absl import app, flags
 
 from benchmarks import common
-from cxr_fast import tfrecord_writer
 from cxr_fast.config import ConvertConfig
+from cxr_fast.data import writer
 
 
 def run(image_dir, image_size=128, log=print):
@@ -18,7 +18,7 @@ def run(image_dir, image_size=128, log=print):
     for workers in sorted({1, os.cpu_count() or 1}):
         output = tempfile.mkdtemp(prefix="cxr_fast_convert_bench_")
         try:
-            manifest = tfrecord_writer.convert(ConvertConfig(data_dir=image_dir, output_dir=output, overwrite=True,
+            manifest = writer.convert(ConvertConfig(data_dir=image_dir, output_dir=output, overwrite=True,
                                                              image_size=image_size, num_workers=workers),
                                                log=lambda *_: None)
         finally:

@@ -1,7 +1,7 @@
 """Input pipeline images/s, side by side with the reference's own pipeline, in one run.
 
     python -m benchmarks.input_pipeline --image_dir=chest_xray/train --tfrecord_dir=/tmp/bench \
-        --seconds=5 --json=input_pipeline.json
+        --seconds=5 --json=pipeline.json
 
 `--image_dir` holds NORMAL/ and PNEUMONIA/ folders of full-size images (what the reference read).
 `--tfrecord_dir` holds (or receives, converted from `--image_dir` by `tools.make_tfrecords`'
@@ -20,7 +20,10 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common
-from cxr_fast import augment, config as config_lib, data_service, input_pipeline, tfrecord_writer
+from cxr_fast import config as config_lib
+from cxr_fast.data import pipeline, writer
+from cxr_fast.distributed import service as data_service
+from cxr_fast.training import augment
 
 SIZE, BATCH = 128, 64
 
@@ -52,7 +55,7 @@ def ensure_record_sets(image_dir, tfrecord_dir, encodings):
     for encoding in encodings:
         target = os.path.join(tfrecord_dir, encoding)
         if not os.path.isfile(os.path.join(target, "manifest.json")):
-            tfrecord_writer.convert(config_lib.ConvertConfig(
+            writer.convert(config_lib.ConvertConfig(
                 data_dir=image_dir, output_dir=target, image_size=SIZE, encoding=encoding, shard_size_mb=8,
                 split_fractions=(0.8, 0.1, 0.1)), log=lambda *_: None)
 
@@ -85,24 +88,24 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
     add("keras image_dataset_from_directory", keras_directory_batches(image_dir), all_cores, augment="none")
     ensure_record_sets(image_dir, tfrecord_dir, encodings)
     for encoding in encodings:
-        record_set = input_pipeline.open_record_set(os.path.join(tfrecord_dir, encoding))
+        record_set = pipeline.open_record_set(os.path.join(tfrecord_dir, encoding))
         for cache in ("none", "memory"):
             for cores in sorted({1, all_cores}):
                 config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                                cache=cache, num_threads=cores)
-                add(f"cxr_fast {encoding} cache={cache}", input_pipeline.train_dataset(record_set, config), cores,
+                add(f"cxr_fast {encoding} cache={cache}", pipeline.train_dataset(record_set, config), cores,
                     encoding=encoding, cache=cache, augment="none")
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            cache=cache)
             if encoding == "jpeg":
                 add(f"cxr_fast {encoding} cache={cache} +augment", with_augmentation(
-                    input_pipeline.train_dataset(record_set, config)), all_cores, encoding=encoding, cache=cache,
+                    pipeline.train_dataset(record_set, config)), all_cores, encoding=encoding, cache=cache,
                     augment="reference fused, on the CPU")
         if encoding == "jpeg":
             service = data_service.LocalService(num_workers=1)
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            data_service=service.target, service_job="benchmark")
-            add(f"cxr_fast {encoding} via tf.data service", input_pipeline.train_dataset(record_set, config),
+            add(f"cxr_fast {encoding} via tf.data service", pipeline.train_dataset(record_set, config),
                 all_cores, encoding=encoding, cache="none", augment="none", service="1 worker, loopback")
             service.stop()
     reference = next((v["img_per_s"] for v in variants if v["name"].startswith("reference")), None)

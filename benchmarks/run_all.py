@@ -11,8 +11,9 @@ import os
 from absl import app, flags
 
 from benchmarks import augment, common, convert, input_pipeline, train_step
-from cxr_fast import atomic, synthetic
+from cxr_fast import atomic
 from cxr_fast.config import SyntheticConfig
+from cxr_fast.data import synthetic
 
 
 def chart(variants, path, title):

@@ -3,7 +3,7 @@ and from the real input pipeline, in one run.
 
     python -m benchmarks.train_step --data_dir=records/kermany128 --seconds=60 --json=train_step.json
 
-Both use `cxr_fast.steps.Steps` (the trainer's own step, augmentation included) and its
+Both use `cxr_fast.training.steps.Steps` (the trainer's own step, augmentation included) and its
 `train_loop`; the ratio (b)/(a) is the share of device speed that the pipeline sustains.
 Target: >= 97% with EfficientNetB2 at 128 px on this CPU.
 """
@@ -13,9 +13,11 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common
-from cxr_fast import distribute, input_pipeline, trainer
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from cxr_fast.steps import Steps
+from cxr_fast.data import pipeline
+from cxr_fast.distributed import strategy as strategy_lib
+from cxr_fast.training import loop
+from cxr_fast.training.steps import Steps
 
 
 def _rate(steps, iterator, seconds, steps_per_loop):
@@ -31,16 +33,16 @@ def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_lo
                                                              global_batch_size=batch),
                          model=ModelConfig(backbone=backbone, image_size=image_size, weights="none"),
                          augment=AugmentConfig())
-    record_set = input_pipeline.open_record_set(data_dir)
-    strategy = distribute.make_strategy("auto")
-    steps = Steps(config, strategy, trainer.class_weights(record_set, "balanced"),
-                  distribute.choose_precision("auto"), distribute.choose_jit("auto"))
-    pipeline = strategy.distribute_datasets_from_function(input_pipeline.dataset_fn(record_set, config.data))
-    resident = next(iter(input_pipeline.train_dataset(record_set, config.data)))
+    record_set = pipeline.open_record_set(data_dir)
+    strategy = strategy_lib.make_strategy("auto")
+    steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"),
+                  strategy_lib.choose_precision("auto"), strategy_lib.choose_jit("auto"))
+    distributed = strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, config.data))
+    resident = next(iter(pipeline.train_dataset(record_set, config.data)))
     in_memory = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(resident).repeat())
     fed = _rate(steps, iter(in_memory), seconds, steps_per_loop)
     log(f"step fed from a device-resident batch: {fed:,.1f} img/s")
-    piped = _rate(steps, iter(pipeline), seconds, steps_per_loop)
+    piped = _rate(steps, iter(distributed), seconds, steps_per_loop)
     log(f"step fed by the input pipeline: {piped:,.1f} img/s")
     settings = {"backbone": backbone, "image_size": image_size, "batch": batch, "augment": "reference fused",
                 "steps_per_loop": steps_per_loop, "cache": "auto"}

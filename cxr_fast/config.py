@@ -8,9 +8,11 @@ import dataclasses
 import os
 import re
 
-from cxr_fast.dataset_index import SPLIT_POLICIES
 from cxr_fast.errors import InputError
-from cxr_fast.imaging import DEFAULT_MAX_PIXELS, ENCODINGS
+
+SPLIT_POLICIES = ("patient", "image", "official")  # how tools.make_tfrecords assigns patients to splits
+ENCODINGS = ("jpeg", "png", "raw")  # how records store their images
+DEFAULT_MAX_PIXELS = 64_000_000  # 8k x 8k; the largest Kermany film is 2916 x 2713 (7.9 MP)
 
 
 def parse_floats(values, flag, example):
@@ -111,7 +113,7 @@ class SyntheticConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """How `cxr_fast.input_pipeline` reads a record set for training and evaluation."""
+    """How `cxr_fast.data.pipeline` reads a record set for training and evaluation."""
 
     data_dir: str
     image_size: int = 128  # model input; records of another stored size are resized on the fly
@@ -147,7 +149,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """The reference's ImageDataGenerator settings, in its own units (see `cxr_fast.augment`)."""
+    """The reference's ImageDataGenerator settings, in its own units (see `cxr_fast.training.augment`)."""
 
     kind: str = "reference"  # reference | none
     impl: str = "fused"  # fused: one affine resample per image; chain: five keras-cv layers
@@ -178,7 +180,7 @@ BACKBONES = tuple(f"B{i}" for i in range(8))
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """EfficientNet backbone + the reference head (see `cxr_fast.model`)."""
+    """EfficientNet backbone + the reference head (see `cxr_fast.training.model`)."""
 
     backbone: str = "B2"
     image_size: int = 128

@@ -2,12 +2,12 @@
 
     python -m cxr_fast.evaluate --model_dir=runs/model2 --data_dir=records/kermany128 --split=test
 
-See `cxr_fast.evaluation` for what is written where.
+See `cxr_fast.evaluation.scoring` for what is written where.
 """
 from absl import flags
 
-from cxr_fast import config as config_lib
 from cxr_fast import errors
+from cxr_fast import config as config_lib
 
 flags.DEFINE_string("model_dir", None, "A training output folder (holds model.keras).")
 flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
@@ -30,9 +30,9 @@ def main(argv):
         model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, split=FLAGS.split, threshold=FLAGS.threshold,
         target_recall=FLAGS.target_recall, output_dir=FLAGS.output_dir, bootstrap=FLAGS.bootstrap,
         batch_size=FLAGS.batch_size, samples=FLAGS.samples).validate()
-    from cxr_fast import evaluation  # after validation: bad flags fail before TensorFlow loads
+    from cxr_fast.evaluation import scoring  # after validation: bad flags fail before TensorFlow loads
 
-    evaluation.evaluate(config)
+    scoring.evaluate(config)
 
 
 if __name__ == "__main__":

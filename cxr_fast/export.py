@@ -18,10 +18,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
-    from cxr_fast import inference, serving  # after flag parsing: TensorFlow takes seconds to load
+    from cxr_fast.serving import inference  # after flag parsing: TensorFlow takes seconds to load
+    from cxr_fast.serving import savedmodel
 
     model, threshold = inference.load(FLAGS.model)
-    path = serving.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite)
+    path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite)
     print(f"exported {FLAGS.model} (threshold {threshold:.3f}) to {path}; signature serving_default: "
           "images (encoded bytes) -> probability, label, class")
 

@@ -11,7 +11,8 @@ import sys
 
 from absl import flags
 
-from cxr_fast import errors, imaging
+from cxr_fast import errors
+from cxr_fast.data import imaging
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
 flags.DEFINE_string("gradcam_dir", None, "Write a Grad-CAM overlay PNG per image here.")
@@ -28,7 +29,7 @@ def main(argv):
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise errors.InputError(f"no such file or folder: {', '.join(missing)}")
-    from cxr_fast import inference  # after validation: bad arguments fail before TensorFlow loads
+    from cxr_fast.serving import inference  # after validation: bad arguments fail before TensorFlow loads
 
     model, threshold = inference.load(FLAGS.model)
     files = inference.expand(paths)

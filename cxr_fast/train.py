@@ -1,4 +1,4 @@
-"""Trains the reference classifier: flags -> TrainConfig -> `trainer.train_and_evaluate`.
+"""Trains the reference classifier: flags -> TrainConfig -> `loop.train_and_evaluate`.
 
     python -m cxr_fast.train --flagfile=model2.flags --data_dir=records/kermany128 --model_dir=runs/model2
 
@@ -10,8 +10,8 @@ import sys
 
 from absl import flags
 
-from cxr_fast import config as config_lib
 from cxr_fast import errors
+from cxr_fast import config as config_lib
 
 # Data
 flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
@@ -104,11 +104,13 @@ def main(argv):
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     config = config_from_flags()
     # after validation: bad flags fail before TensorFlow loads
-    from cxr_fast import distribute, input_pipeline, trainer
+    from cxr_fast.distributed import strategy as strategy_lib
+    from cxr_fast.data import pipeline
+    from cxr_fast.training import loop
 
-    with input_pipeline.readable_errors(config.data.data_dir), \
-            distribute.cluster_errors(config.strategy == "multi_worker", config.collective_timeout_secs):
-        trainer.train_and_evaluate(config, flags_text=resolved_flags())
+    with pipeline.readable_errors(config.data.data_dir), \
+            strategy_lib.cluster_errors(config.strategy == "multi_worker", config.collective_timeout_secs):
+        loop.train_and_evaluate(config, flags_text=resolved_flags())
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def assert_one_line_error(result, *fragments):
 
 
 class Lines(io.StringIO):
-    """A thread-safe output for `cxr_fast.cluster.LocalCluster` that keeps what the workers printed."""
+    """A thread-safe output for `cxr_fast.distributed.cluster.LocalCluster` that keeps what the workers printed."""
 
     def __init__(self):
         super().__init__()

@@ -9,7 +9,7 @@ from cxr_fast import config as config_lib  # noqa: E402
 
 
 def make_synthetic(path, num_patients=40, seed=0, kaggle_quirks=False, difficulty=0.3):
-    from cxr_fast import synthetic
+    from cxr_fast.data import synthetic
 
     config = config_lib.SyntheticConfig(output_dir=str(path), num_patients=num_patients, seed=seed,
                                         difficulty=difficulty, min_size=96, max_size=160,
@@ -19,11 +19,11 @@ def make_synthetic(path, num_patients=40, seed=0, kaggle_quirks=False, difficult
 
 
 def convert(data_dir, output_dir, **overrides):
-    from cxr_fast import tfrecord_writer
+    from cxr_fast.data import writer
 
     settings = dict(data_dir=str(data_dir), output_dir=str(output_dir), image_size=32, num_workers=1)
     settings.update(overrides)
-    return tfrecord_writer.convert(config_lib.ConvertConfig(**settings), log=lambda *_: None)
+    return writer.convert(config_lib.ConvertConfig(**settings), log=lambda *_: None)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,7 @@ def records_dir(synthetic_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(records_dir, tmp_path_factory):
     """A model trained for a few steps on `records_dir` (B0, 32 px), exported too."""
-    from cxr_fast import trainer
+    from cxr_fast.training import loop
     from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 
     root = tmp_path_factory.mktemp("tiny_model")
@@ -52,5 +52,5 @@ def tiny_model_dir(records_dir, tmp_path_factory):
                          model=ModelConfig(backbone="B0", image_size=32, weights="none"),
                          augment=AugmentConfig(kind="none"), epochs=2, steps_per_epoch=3,
                          export_dir=str(root / "export"))
-    trainer.train_and_evaluate(config, log=lambda *_: None)
+    loop.train_and_evaluate(config, log=lambda *_: None)
     return str(root / "model")

@@ -17,8 +17,8 @@ import pytest
 
 from cli import ROOT, alive, assert_one_line_error, run, started_pids
 from conftest import convert, make_synthetic
-from cxr_fast import trainer
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from cxr_fast.training import loop
 
 HELPERS = os.path.join(ROOT, "tests", "helpers")
 
@@ -77,7 +77,7 @@ def test_two_workers_end_identical_and_match_one_process(even_records, tmp_path)
                                                              global_batch_size=train_count),
                          model=ModelConfig(**settings), augment=AugmentConfig(kind="none"), epochs=3,
                          steps_per_epoch=2, class_weight="none", learning_rate=3e-3, strategy="one_device")
-    trainer.train_and_evaluate(config, log=lambda *_: None)
+    loop.train_and_evaluate(config, log=lambda *_: None)
     reference = _history(one)
     # Adam turns gradients that differ only by rounding, where they are ~0, into full-size steps
     # (this frozen random backbone makes many such), so the runs drift apart slowly: they must

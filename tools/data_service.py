@@ -20,8 +20,8 @@ import threading
 
 from absl import flags
 
-from cxr_fast import config as config_lib
 from cxr_fast import errors
+from cxr_fast import config as config_lib
 
 flags.DEFINE_enum("role", None, ["dispatcher", "worker", "local"], "Which process to start.")
 flags.DEFINE_integer("port", 0, "Port to listen on (dispatcher, worker, local's dispatcher); 0: any free port.")
@@ -50,7 +50,7 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     _validate()
-    from cxr_fast import data_service  # after validation: bad flags fail before TensorFlow loads
+    from cxr_fast.distributed import service as data_service  # after validation: bad flags fail before TensorFlow loads
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -15,7 +15,8 @@ import sys
 
 from absl import flags
 
-from cxr_fast import cluster, errors
+from cxr_fast import errors
+from cxr_fast.distributed import cluster
 
 flags.DEFINE_integer("num_workers", 2, "Worker processes to start.")
 flags.DEFINE_string("module", "cxr_fast.train", "The module each worker runs with `python -m`.")

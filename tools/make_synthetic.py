@@ -2,12 +2,13 @@
 
     python -m tools.make_synthetic --output_dir=data/synthetic --num_patients=400
 
-See `cxr_fast.synthetic` for what the films look like and how the PNEUMONIA sign is drawn.
+See `cxr_fast.data.synthetic` for what the films look like and how the PNEUMONIA sign is drawn.
 """
 from absl import flags
 
+from cxr_fast import errors
 from cxr_fast import config as config_lib
-from cxr_fast import errors, synthetic
+from cxr_fast.data import synthetic
 
 flags.DEFINE_string("output_dir", None, "Folder to write chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ into.")
 flags.DEFINE_integer("num_patients", 400, "Patients; each has 1 or more films (about 1.5 on average).")

@@ -3,13 +3,13 @@
     python -m tools.make_tfrecords --data_dir=chest_xray --output_dir=records/kermany128
 
 Writes `{split}-{i:05d}-of-{n:05d}.tfrecord` shards, `manifest.json` and `splits.csv`
-(see `cxr_fast.tfrecord_writer`).  The default split keeps every patient in one split;
+(see `cxr_fast.data.writer`).  The default split keeps every patient in one split;
 `--split=image` reproduces the reference report's leaky image-level split.
 """
 from absl import flags
 
-from cxr_fast import config as config_lib
 from cxr_fast import errors
+from cxr_fast import config as config_lib
 
 flags.DEFINE_string("data_dir", None, "Folder with NORMAL/ and PNEUMONIA/ folders at any depth "
                     "(the Kaggle or Mendeley download as unpacked, or a flat two-folder layout).")
@@ -46,9 +46,9 @@ def main(argv):
         overwrite=FLAGS.overwrite,
     ).validate()
     # Imported here, not above: spawned decode workers re-import this module and must not load TensorFlow.
-    from cxr_fast import tfrecord_writer
+    from cxr_fast.data import writer
 
-    tfrecord_writer.convert(config, log=print)
+    writer.convert(config, log=print)
 
 
 if __name__ == "__main__":

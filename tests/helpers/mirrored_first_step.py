@@ -15,7 +15,7 @@ tf.config.set_logical_device_configuration(
 import numpy as np  # noqa: E402
 
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
-from cxr_fast.steps import Steps  # noqa: E402
+from cxr_fast.training.steps import Steps  # noqa: E402
 
 
 def updated_weights(strategy, initial, images, labels, config):

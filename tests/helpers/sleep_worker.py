@@ -1,7 +1,7 @@
 """A stand-in cluster worker: prints its index, writes its pid and its child's to FOLDER/pids{i},
 then worker 1 exits with code 3 after DELAY seconds while the others sleep for 10 minutes.
 
-    python sleep_worker.py FOLDER DELAY   (TF_CONFIG set by cxr_fast.cluster)
+    python sleep_worker.py FOLDER DELAY   (TF_CONFIG set by cxr_fast.distributed.cluster)
 """
 import json
 import os

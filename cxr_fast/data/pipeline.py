@@ -1,0 +1,221 @@
+"""tf.data pipelines over a record set written by `tools.make_tfrecords`.
+
+Images leave here as uint8 [B, H, W, C] (C = 1 by default: the model replicates gray to RGB on
+the device, so the host moves, caches and the device augments a third of the bytes) with
+float32 labels [B]; augmentation and scaling happen on the accelerator, not here.
+
+Training, records not cached:  shard files per input pipeline -> shuffle files -> parallel
+interleave -> shuffle serialized records -> repeat -> batch -> parse + decode the whole batch
+in one vectorized call (parallel) -> prefetch.  Shuffling before repeat keeps epochs whole.
+Training, decoded split cached in memory (when it fits `cache_budget_mb`): read and decode once
+in large batches -> unbatch -> cache -> shuffle -> batch -> prefetch; later epochs never touch
+disk or decoder.
+Evaluation: every record exactly once, in file order, the last partial batch kept.
+
+`dataset_fn` gives the `input_context` function for `distribute_datasets_from_function`: each
+input pipeline reads a disjoint subset of the shard files and batches per replica.
+"""
+import contextlib
+import dataclasses
+import os
+import re
+
+import tensorflow as tf
+
+from cxr_fast.data import schema
+from cxr_fast.errors import InputError
+
+AUTOTUNE = tf.data.AUTOTUNE
+_SIZE_MESSAGE = "cxr_fast: records whose image size differs from manifest.json (first files):"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSet:
+    """A checked record set: its manifest and the shard paths of each split."""
+
+    root: str
+    manifest: dict
+    files: dict  # split -> tuple of shard paths, in shard order
+
+    @property
+    def stored_size(self):
+        image = self.manifest["image"]
+        return image["height"], image["width"]
+
+    @property
+    def encoding(self):
+        return self.manifest["image"]["encoding"]
+
+    def num_records(self, split):
+        return self.manifest["counts"][split]["total"]
+
+    def class_counts(self, split):
+        """Records per class of a split, in label order (NORMAL, PNEUMONIA)."""
+        return [self.manifest["counts"][split][name] for name in self.manifest["classes"]]
+
+
+def open_record_set(data_dir, verify=False):
+    """Loads the manifest and checks every shard it lists: present, complete, and (verify) its sha256."""
+    manifest = schema.load_manifest(data_dir)
+    if not manifest["image"].get("fixed_size"):
+        raise InputError(f"{data_dir} holds full-resolution records of varying size; write the set again "
+                         "with a fixed --image_size (e.g. 128 or 256) for training")
+    files = {}
+    for shard in manifest["shards"]:
+        path = os.path.join(os.path.abspath(data_dir), shard["file"])  # service workers read it too
+        if not os.path.isfile(path):
+            raise InputError(f"{path} is listed in manifest.json but missing; copy the whole record set again")
+        if os.path.getsize(path) != shard["bytes"]:
+            raise InputError(f"{path} has {os.path.getsize(path)} bytes, manifest.json says {shard['bytes']}: "
+                             "the shard is truncated or was changed; copy or write the record set again")
+        if verify and schema.sha256_file(path) != shard["sha256"]:
+            raise InputError(f"{path} does not match its sha256 in manifest.json; copy or write the record set again")
+        files.setdefault(shard["split"], []).append(path)
+    return RecordSet(data_dir, manifest, {split: tuple(paths) for split, paths in files.items()})
+
+
+def _split_files(record_set, split):
+    files = record_set.files.get(split)
+    if not files:
+        raise InputError(f"{record_set.root} has no {split} shards ({schema.shard_pattern(split)}); "
+                         f"write the record set with a non-zero {split} fraction")
+    return files
+
+
+def _decoder(record_set, config, with_metadata=False):
+    """A function of a batch of serialized records -> (uint8 images, float32 labels[, metadata])."""
+    height, width = record_set.stored_size
+    encoding = record_set.encoding
+    keys = [schema.ENCODED, schema.LABEL, schema.HEIGHT, schema.WIDTH, schema.CHANNELS, schema.FILENAME]
+    if with_metadata:
+        keys.append(schema.PATIENT)
+
+    def decode(serialized):
+        features = schema.parse_batch(serialized, keys)
+        match = ((features[schema.HEIGHT] == height) & (features[schema.WIDTH] == width)
+                 & (features[schema.CHANNELS] == 1))
+        if encoding == "raw":
+            match &= tf.strings.length(features[schema.ENCODED]) == height * width
+        check = tf.debugging.Assert(tf.reduce_all(match),
+                                    [_SIZE_MESSAGE, tf.boolean_mask(features[schema.FILENAME], ~match)], summarize=3)
+        with tf.control_dependencies([check]):
+            images = schema.decode_images(features[schema.ENCODED], encoding, height, width)
+        if (height, width) != (config.image_size, config.image_size):
+            images = tf.image.resize(images, [config.image_size, config.image_size], antialias=True)
+            images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+        labels = tf.cast(features[schema.LABEL], tf.float32)
+        if not with_metadata:
+            return images, labels
+        return images, labels, {"filename": features[schema.FILENAME], "patient": features[schema.PATIENT]}
+
+    return decode
+
+
+def _with_channels(ds, config):
+    """Replicates gray to RGB on the host when asked (channels=3); by default the model does it."""
+    if config.channels == 1:
+        return ds
+    return ds.map(lambda images, labels, *rest: (tf.image.grayscale_to_rgb(images), labels, *rest),
+                  num_parallel_calls=AUTOTUNE)
+
+
+def _options(config, deterministic):
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = True
+    if config.ram_budget_mb:
+        options.autotune.ram_budget = config.ram_budget_mb * 2**20
+    if config.num_threads:
+        options.threading.private_threadpool_size = config.num_threads
+    options.threading.max_intra_op_parallelism = 1
+    options.experimental_optimization.map_parallelization = True
+    # Sharding is done here, by file, per input pipeline; never let tf.distribute re-shard.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options
+
+
+def cache_fits(record_set, config, split="train"):
+    """Whether the decoded split fits the cache budget (`cache=auto`)."""
+    decoded = record_set.num_records(split) * config.image_size**2  # cached with one channel
+    return config.cache == "memory" or (config.cache == "auto" and decoded <= config.cache_budget_mb * 2**20)
+
+
+def train_dataset(record_set, config, input_context=None, epochs=None):
+    """Shuffled training batches of (uint8 images, float32 labels), per replica; endless by default.
+
+    With `config.data_service` the pipeline up to the finished batch runs on the tf.data service
+    (never cached there: the service is for data that one host cannot decode fast enough) and
+    its dispatcher splits the shard files among service workers, so input pipelines do not
+    shard by file here and every pipeline defines the same dataset.
+    """
+    files = list(_split_files(record_set, "train"))
+    pipelines, index, batch = 1, 0, config.global_batch_size
+    if input_context is not None:
+        if not config.data_service:
+            pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) < pipelines:
+            raise InputError(f"{record_set.root} has {len(files)} train shards for {pipelines} input pipelines; "
+                             f"write it again with tools.make_tfrecords --min_shards={10 * pipelines} (10 per host)")
+        replicas = input_context.num_replicas_in_sync
+        if config.global_batch_size % replicas:
+            raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
+                             f"{replicas} replicas in sync")
+        batch = input_context.get_per_replica_batch_size(config.global_batch_size)
+    files = files[index::pipelines]
+    decode = _decoder(record_set, config)
+    seed = config.seed + index
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if cache_fits(record_set, config) and not config.data_service:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE)
+        ds = ds.batch(config.decode_batch).map(decode, num_parallel_calls=AUTOTUNE).unbatch().cache()
+        size = record_set.num_records("train") // pipelines + 1
+        ds = ds.shuffle(min(size, max(config.shuffle_buffer, 1)), seed=seed).repeat(epochs)
+        ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.shuffle(len(files), seed=seed)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
+                           deterministic=False)
+        ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=seed).repeat(epochs)  # each epoch a full pass
+        ds = ds.batch(batch, drop_remainder=True).map(decode, num_parallel_calls=AUTOTUNE)
+    ds = _with_channels(ds, config).with_options(_options(config, deterministic=False))
+    if config.data_service:
+        # DYNAMIC sharding ("distributed_epoch"): the dispatcher hands shard files to service workers
+        # as they ask, and each element goes to exactly one consumer of the job.
+        ds = ds.apply(tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service,
+            job_name=config.service_job))
+    return ds.prefetch(AUTOTUNE)
+
+
+def eval_dataset(record_set, split, config, with_metadata=False, batch_size=None):
+    """Every record of `split` exactly once, in file order, the last partial batch kept.
+
+    With `with_metadata` each element is (images, labels, {"filename", "patient"}), for
+    predictions files and per-patient metrics.
+    """
+    files = _split_files(record_set, split)
+    decode = _decoder(record_set, config, with_metadata)
+    ds = tf.data.TFRecordDataset(list(files), buffer_size=1 << 22)
+    ds = ds.batch(batch_size or config.global_batch_size).map(decode, num_parallel_calls=AUTOTUNE)
+    return _with_channels(ds, config).prefetch(AUTOTUNE).with_options(_options(config, deterministic=True))
+
+
+@contextlib.contextmanager
+def readable_errors(root):
+    """Turns TensorFlow's data errors while iterating records under `root` into one-line InputErrors."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        if _SIZE_MESSAGE not in err.message:
+            raise
+        files = re.findall(r"\b[\w./-]+\.(?:jpe?g|png|bmp|tiff?)\b", err.message, flags=re.I)
+        raise InputError(f"{root}: records whose image size differs from manifest.json "
+                         f"({', '.join(dict.fromkeys(files)) or 'see the shards'}); write the record set again") from None
+    except tf.errors.DataLossError as err:
+        raise InputError(f"{root}: a shard is corrupt ({err.message.splitlines()[0]}); "
+                         "run with --verify_records or write the record set again") from None
+
+
+def dataset_fn(record_set, config):
+    """The `input_context -> dataset` function for `strategy.distribute_datasets_from_function`."""
+    return lambda input_context: train_dataset(record_set, config, input_context)

@@ -1,0 +1,131 @@
+"""The TFRecord layout: feature keys, parse spec, file names and checksums of a record set.
+
+The only module that knows how a record is laid out.  `tools.make_tfrecords` writes with
+`make_example`; `cxr_fast.data.pipeline` reads with `parse_batch` and `decode_images`.
+Records hold 1-channel uint8 images; the model's input layer makes the 3 channels it needs.
+"""
+import hashlib
+import json
+import os
+
+import tensorflow as tf
+
+from cxr_fast.errors import InputError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS_CSV = "splits.csv"
+
+ENCODED = "image/encoded"
+FORMAT = "image/format"
+HEIGHT = "image/height"
+WIDTH = "image/width"
+CHANNELS = "image/channels"
+LABEL = "image/class/label"
+CLASS_TEXT = "image/class/text"
+FILENAME = "image/filename"
+PATIENT = "image/patient_id"
+SOURCE_SHA1 = "image/source_sha1"
+
+FEATURES = {
+    ENCODED: tf.io.FixedLenFeature([], tf.string),
+    FORMAT: tf.io.FixedLenFeature([], tf.string),
+    HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+    WIDTH: tf.io.FixedLenFeature([], tf.int64),
+    CHANNELS: tf.io.FixedLenFeature([], tf.int64),
+    LABEL: tf.io.FixedLenFeature([], tf.int64),
+    CLASS_TEXT: tf.io.FixedLenFeature([], tf.string),
+    FILENAME: tf.io.FixedLenFeature([], tf.string),
+    PATIENT: tf.io.FixedLenFeature([], tf.string),
+    SOURCE_SHA1: tf.io.FixedLenFeature([], tf.string),
+}
+
+
+def shard_name(split, index, count):
+    """`{split}-{i:05d}-of-{n:05d}.tfrecord`, the contract between writer and reader."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_pattern(split):
+    return f"{split}-?????-of-?????.tfrecord"
+
+
+def make_example(*, encoded, encoding, height, width, label, class_text, filename, patient, sha1, channels=1):
+    """Serialized tf.train.Example for one image."""
+
+    def _bytes(value):
+        value = value.encode() if isinstance(value, str) else value
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def _int(value):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+    feature = {
+        ENCODED: _bytes(encoded),
+        FORMAT: _bytes(encoding),
+        HEIGHT: _int(height),
+        WIDTH: _int(width),
+        CHANNELS: _int(channels),
+        LABEL: _int(label),
+        CLASS_TEXT: _bytes(class_text),
+        FILENAME: _bytes(filename),
+        PATIENT: _bytes(patient),
+        SOURCE_SHA1: _bytes(sha1),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse_batch(serialized, keys=None):
+    """A batch of serialized Examples -> dict of tensors, one vectorized parse for the batch."""
+    spec = FEATURES if keys is None else {k: FEATURES[k] for k in keys}
+    return tf.io.parse_example(serialized, spec)
+
+
+def decode_images(encoded, encoding, height, width):
+    """A batch of encoded images -> uint8 [B, height, width, 1].
+
+    Raw pixels decode as one vectorized op for the whole batch; JPEG and PNG decode per image
+    inside the batch (`tf.map_fn`).  Every image of a record set has the manifest's size.
+    JPEG uses the accurate integer DCT, which matches Pillow (and so `cxr_fast.predict`) to
+    the bit; TensorFlow's default fast DCT is off by about 3 gray levels per pixel.
+    """
+    if encoding == "raw":
+        pixels = tf.io.decode_raw(encoded, tf.uint8, fixed_length=height * width)
+        return tf.reshape(pixels, [-1, height, width, 1])
+    decoders = {
+        "jpeg": lambda data: tf.io.decode_jpeg(data, channels=1, dct_method="INTEGER_ACCURATE"),
+        "png": lambda data: tf.io.decode_png(data, channels=1),
+    }
+    if encoding not in decoders:
+        raise InputError(f"unknown image encoding {encoding!r} in the manifest; expected jpeg, png or raw")
+    decode = decoders[encoding]
+    images = tf.map_fn(
+        lambda data: tf.ensure_shape(decode(data), [height, width, 1]),
+        encoded,
+        fn_output_signature=tf.TensorSpec([height, width, 1], tf.uint8),
+    )
+    return images
+
+
+def load_manifest(record_dir):
+    """The manifest of a record set, with a clear error when it is missing or from another version."""
+    path = os.path.join(record_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise InputError(f"{path} not found: --data_dir must be a folder written by `python -m tools.make_tfrecords`")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not readable JSON ({err}); write the record set again") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path} has format_version {manifest.get('format_version')}, this cxr_fast reads "
+                         f"{FORMAT_VERSION}; write the record set again with this version")
+    return manifest
+
+
+def sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,113 @@
+"""Classifying new image files with a trained model, the way training saw its images.
+
+Each file goes through `cxr_fast.data.imaging.load_gray` (the converter's own decode, gray, squash
+and antialiased resize), so a prediction sees exactly the preprocessing of the training shards.
+Unreadable, non-image and oversized files become error results; the others are still scored.
+"""
+import json
+import os
+
+import keras
+import numpy as np
+
+from cxr_fast.data import imaging
+from cxr_fast.data import index as dataset_index
+from cxr_fast.errors import InputError
+from cxr_fast.serving import gradcam
+
+FINAL_MODEL = "model.keras"  # in model_dir, written by training
+THRESHOLD_FILE = "threshold.json"  # in model_dir, written by `evaluate --threshold=auto`
+
+
+def saved_threshold(model_dir, default=0.5):
+    """The threshold `evaluate --threshold=auto` saved in model_dir, else `default`."""
+    path = os.path.join(model_dir, THRESHOLD_FILE)
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return float(json.load(f)["threshold"])
+
+
+def load(model_path, flag="--model"):
+    """(model, threshold) from a model.keras file or a training output folder.
+
+    The threshold is the one `evaluate --threshold=auto` saved beside the model, else 0.5.
+    """
+    path = os.path.join(model_path, FINAL_MODEL) if os.path.isdir(model_path) else model_path
+    if not os.path.isfile(path):
+        raise InputError(f"{flag}={model_path} holds no {FINAL_MODEL}; train first (python -m cxr_fast.train) "
+                         "or pass the model file")
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as err:
+        raise InputError(f"{flag}={path} is not a loadable Keras model ({type(err).__name__})") from None
+    return model, saved_threshold(os.path.dirname(os.path.abspath(path)))
+
+
+def expand(paths):
+    """Files as given, folders replaced by the image files below them (sorted)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                files += [os.path.join(root, n) for n in sorted(names)
+                          if os.path.splitext(n)[1].lower() in dataset_index.IMAGE_EXTENSIONS]
+        else:
+            files.append(path)
+    return files
+
+
+def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None):
+    """One result dict per file, in order: file, probability, label, threshold (or file, error)."""
+    size, channels = model.input_shape[1], model.input_shape[3]
+    results, ready = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            gray = imaging.load_gray(data, size, max_pixels)
+        except OSError as err:
+            results.append({"file": path, "error": f"unreadable: {err.strerror}"})
+            continue
+        except imaging.ImageError as err:
+            results.append({"file": path, "error": str(err)})
+            continue
+        results.append({"file": path})
+        ready.append((len(results) - 1, gray, data))
+    for start in range(0, len(ready), batch_size):
+        chunk = ready[start:start + batch_size]
+        batch = np.stack([gray for _, gray, _ in chunk])[..., None]
+        if channels == 3:
+            batch = np.repeat(batch, 3, axis=-1)
+        probs = model.predict_on_batch(batch).reshape(-1)
+        maps = gradcam.heatmaps(model, batch) if gradcam_dir else None
+        for k, ((index, _, data), prob) in enumerate(zip(chunk, probs)):
+            result = results[index]
+            result.update(probability=float(prob), label="PNEUMONIA" if prob >= threshold else "NORMAL",
+                          threshold=threshold)
+            if gradcam_dir:
+                name = os.path.splitext(os.path.basename(result["file"]))[0] + f".{index}.gradcam.png"
+                full = imaging.load_gray(data, 0, max_pixels)
+                result["gradcam"] = gradcam.overlay(full, maps[k], os.path.join(gradcam_dir, name))
+    return results
+
+
+def predict_dataset(dataset, predict_fn, keep_images=False):
+    """(labels, probabilities, extras) over an evaluation dataset; every record once, in order.
+
+    `extras` holds the metadata lists ("filename", "patient") when the dataset carries them, and
+    the images ("images", one array) when `keep_images`.
+    """
+    labels, probs, extras = [], [], {}
+    for element in dataset:
+        images, batch_labels = element[0], element[1]
+        labels.append(batch_labels.numpy())
+        probs.append(predict_fn(images).numpy().reshape(-1))
+        if keep_images:
+            extras.setdefault("images", []).append(images.numpy())
+        for key, values in (element[2].items() if len(element) > 2 else ()):
+            extras.setdefault(key, []).extend(value.decode() for value in values.numpy())
+    if keep_images:
+        extras["images"] = np.concatenate(extras["images"])
+    return np.concatenate(labels), np.concatenate(probs), extras

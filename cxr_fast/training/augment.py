@@ -1,0 +1,146 @@
+"""The reference's training augmentation, run on a batch on the replica's device.
+
+The reference used Keras' ImageDataGenerator with rotation_range=30, width_shift_range=0.2,
+height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
+fill_mode='nearest'.  Per image it draws
+    theta ~ U(-30, 30) degrees, tx ~ U(-0.2, 0.2) * height (rows), ty ~ U(-0.2, 0.2) * width,
+    shear ~ U(-0.2, 0.2) DEGREES (not radians: 0.2 deg is almost nothing),
+    zx, zy ~ U(0.8, 1.2) INDEPENDENTLY (so the aspect ratio changes too), flip with p = 0.5,
+and resamples ONCE (bilinear, nearest fill) with the matrix, in (row, col) coordinates,
+    M = C @ R(theta) @ T(tx, ty) @ S(shear) @ Z(zx, zy) @ C^-1,   S = [[1, -sin s], [0, cos s]],
+mapping output pixels to input pixels about the image centre C; the flip is applied last.
+
+Two implementations, chosen by `AugmentConfig.impl`:
+- `fused` (default): `FusedReferenceAffine` composes exactly that matrix (flip included) per
+  image and resamples once with ImageProjectiveTransformV3.  Cheaper and sharper.
+- `chain`: five keras-cv layers, RandomRotation(30/360) -> RandomTranslation(0.2, 0.2) ->
+  RandomShear(y_factor=sin(0.2 deg)) -> RandomZoom(+-0.2, +-0.2) -> RandomFlip, i.e. the same
+  distributions but five resamples (and keras-cv shears about the corner, not the centre).
+Neither is XLA-compatible: the trainer calls them outside its jit-compiled function.
+
+Images come in as uint8 (or float) 0-255 and leave as float32 0-255; with `training=False`
+the input is only cast, never transformed.
+"""
+import math
+
+import keras
+import keras_cv
+import tensorflow as tf
+
+
+def affine_transforms(params, height, width):
+    """ImageDataGenerator's output->input matrices for a batch -> ImageProjectiveTransformV3 rows [B, 8].
+
+    `params` holds [B] tensors: theta and shear in radians, tx in rows, ty in columns, zx, zy,
+    and flip (bool).  Built in (row, col) coordinates as Keras did, then reordered to the
+    (x=col, y=row) layout of the transform op.
+    """
+    theta, shear = params["theta"], params["shear"]
+    zeros, ones = tf.zeros_like(theta), tf.ones_like(theta)
+
+    def mat(rows):
+        return tf.stack([tf.stack(row, axis=-1) for row in rows], axis=-2)  # [B, 3, 3]
+
+    rotation = mat([[tf.cos(theta), -tf.sin(theta), zeros], [tf.sin(theta), tf.cos(theta), zeros],
+                    [zeros, zeros, ones]])
+    shift = mat([[ones, zeros, params["tx"]], [zeros, ones, params["ty"]], [zeros, zeros, ones]])
+    shear_m = mat([[ones, -tf.sin(shear), zeros], [zeros, tf.cos(shear), zeros], [zeros, zeros, ones]])
+    zoom = mat([[params["zx"], zeros, zeros], [zeros, params["zy"], zeros], [zeros, zeros, ones]])
+    o_row, o_col = height / 2 + 0.5, width / 2 + 0.5  # Keras' transform_matrix_offset_center
+    center = mat([[ones, zeros, ones * o_row], [zeros, ones, ones * o_col], [zeros, zeros, ones]])
+    uncenter = mat([[ones, zeros, -ones * o_row], [zeros, ones, -ones * o_col], [zeros, zeros, ones]])
+    flip_col = tf.where(params["flip"], -ones, ones)
+    flip = mat([[ones, zeros, zeros], [zeros, flip_col, tf.where(params["flip"], ones * (width - 1), zeros)],
+                [zeros, zeros, ones]])
+    m = center @ rotation @ shift @ shear_m @ zoom @ uncenter @ flip
+    # (row', col') = m @ (row, col, 1)  ->  x' = m11 x + m10 y + m12, y' = m01 x + m00 y + m02
+    return tf.stack([m[:, 1, 1], m[:, 1, 0], m[:, 1, 2], m[:, 0, 1], m[:, 0, 0], m[:, 0, 2], zeros, zeros], axis=-1)
+
+
+def apply_affine(images, params, fill_mode="nearest"):
+    """Resamples a float batch once with the reference matrices of `params` (bilinear)."""
+    height, width = images.shape[1], images.shape[2]
+    transforms = affine_transforms(params, tf.cast(height, tf.float32), tf.cast(width, tf.float32))
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=tf.constant(0.0),
+        fill_mode=fill_mode.upper(), interpolation="BILINEAR")
+
+
+class FusedReferenceAffine(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
+    """keras-cv layer: the reference's rotation, shifts, shear, zoom and flip as one resample."""
+
+    def __init__(self, rotation_deg=30.0, width_shift=0.2, height_shift=0.2, shear_deg=0.2, zoom=0.2,
+                 horizontal_flip=True, fill_mode="nearest", seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.rotation_deg, self.width_shift, self.height_shift = rotation_deg, width_shift, height_shift
+        self.shear_deg, self.zoom, self.horizontal_flip = shear_deg, zoom, horizontal_flip
+        self.fill_mode, self.seed = fill_mode, seed
+
+    def get_random_transformation_batch(self, batch_size, images=None, **kwargs):
+        def uniform(bound, center=0.0):
+            return self._random_generator.uniform([batch_size], center - bound, center + bound)
+
+        height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+        flip = self._random_generator.uniform([batch_size]) < 0.5
+        return {
+            "theta": uniform(self.rotation_deg) * (math.pi / 180),
+            "tx": uniform(self.height_shift) * height,
+            "ty": uniform(self.width_shift) * width,
+            "shear": uniform(self.shear_deg) * (math.pi / 180),
+            "zx": uniform(self.zoom, 1.0),
+            "zy": uniform(self.zoom, 1.0),
+            "flip": tf.logical_and(flip, self.horizontal_flip),
+        }
+
+    def augment_images(self, images, transformations, **kwargs):
+        return apply_affine(images, transformations, self.fill_mode)
+
+    def augment_labels(self, labels, transformations, **kwargs):
+        return labels
+
+    def get_config(self):
+        return {**super().get_config(), "rotation_deg": self.rotation_deg, "width_shift": self.width_shift,
+                "height_shift": self.height_shift, "shear_deg": self.shear_deg, "zoom": self.zoom,
+                "horizontal_flip": self.horizontal_flip, "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+def keras_cv_chain(config, seed=None):
+    """The same augmentation as five keras-cv layers (five resamples)."""
+    fill = {"fill_mode": config.fill_mode}
+    zoom = (-config.zoom, config.zoom)
+    layers = [
+        keras_cv.layers.RandomRotation(config.rotation_deg / 360, seed=seed, **fill),
+        keras_cv.layers.RandomTranslation(config.height_shift, config.width_shift, seed=seed, **fill),
+        keras_cv.layers.RandomShear(y_factor=math.sin(math.radians(config.shear_deg)), seed=seed, **fill)
+        if config.shear_deg else None,
+        keras_cv.layers.RandomZoom(zoom, zoom, seed=seed, **fill),
+        keras_cv.layers.RandomFlip("horizontal", seed=seed) if config.horizontal_flip else None,
+    ]
+    return keras.Sequential([layer for layer in layers if layer is not None], name="keras_cv_chain")
+
+
+class Augmentation(keras.layers.Layer):
+    """What the trainer calls: the configured augmentation when training, a float cast otherwise.
+
+    Build it inside `strategy.scope()` so that each replica draws its own random stream.
+    """
+
+    def __init__(self, config, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.transform = None
+        if config.kind == "reference":
+            self.transform = (keras_cv_chain(config, seed) if config.impl == "chain" else FusedReferenceAffine(
+                config.rotation_deg, config.width_shift, config.height_shift, config.shear_deg, config.zoom,
+                config.horizontal_flip, config.fill_mode, seed=seed))
+
+    def build(self, input_shape):
+        if self.transform is not None:
+            self.transform.build(input_shape)
+        self.built = True
+
+    def call(self, images, training=None):
+        images = tf.cast(images, tf.float32)
+        if not training or self.transform is None:
+            return images
+        return self.transform(images)

@@ -1,0 +1,259 @@
+"""The custom distributed training loop: one code path for one device, one host, many hosts.
+
+Reads top to bottom: setup (strategy, precision, XLA, outputs) -> data (record set, class
+weights) -> model, optimizer and step functions (`cxr_fast.training.steps`: built in the strategy
+scope; augmentation on the replica's device outside XLA, forward/backward jit-compiled when
+the device gains from it, `steps_per_loop` steps per tf.function call) -> resume from the
+checkpoint if any -> epoch loop with the reference's callbacks and periodic checkpoints
+(`cxr_fast.training.checkpointing`) -> best weights, model.keras, test score.
+
+Keras' `model.fit` is not used: it fails under MultiWorkerMirroredStrategy and turns XLA off
+under any strategy.  Callbacks still run, through `keras.callbacks.CallbackList`.
+"""
+import dataclasses
+import hashlib
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.utils.class_weight import compute_class_weight
+
+from cxr_fast import atomic
+from cxr_fast.data import pipeline
+from cxr_fast.distributed import service as data_service
+from cxr_fast.distributed import strategy as strategy_lib
+from cxr_fast.errors import ClusterError, InputError
+from cxr_fast.evaluation import metrics
+from cxr_fast.serving import inference, savedmodel
+from cxr_fast.training import checkpointing
+from cxr_fast.training import model as model_lib
+from cxr_fast.training.steps import Steps
+
+BEST_WEIGHTS = "best.weights.h5"
+
+
+def class_weights(record_set, mode):
+    """sklearn's 'balanced' weights on the training labels (counted in the manifest), or ones."""
+    counts = record_set.class_counts("train")
+    if mode == "none":
+        return [1.0] * len(counts)
+    labels = np.repeat(np.arange(len(counts)), counts)
+    return compute_class_weight("balanced", classes=np.arange(len(counts)), y=labels).tolist()
+
+
+def _check_model_dir(config, chief):
+    if not chief or not os.path.isdir(config.model_dir) or not os.listdir(config.model_dir):
+        return
+    if checkpointing.has_state(config.model_dir):
+        if not config.resume:
+            raise InputError(f"--model_dir={config.model_dir} holds a run; pass --resume to continue it "
+                             "or choose a new --model_dir")
+        return
+    leftover = set(os.listdir(config.model_dir)) - {"flags.txt", "config.json", "tensorboard", "checkpoints"}
+    if leftover:
+        raise InputError(f"--model_dir={config.model_dir} holds files but no cxr_fast checkpoint "
+                         f"({', '.join(sorted(leftover)[:3])}); choose a new --model_dir")
+
+
+def train_and_evaluate(config, log=print, flags_text=None):
+    """Trains as configured, resuming from model_dir when it holds a run; returns a summary dict.
+
+    `flags_text`, the entry point's resolved flags, is kept as `{model_dir}/flags.txt`.
+    """
+    config.validate()
+    # ---- setup
+    strategy = strategy_lib.make_strategy(config.strategy, config.collective_timeout_secs)
+    policy = strategy_lib.choose_precision(config.precision)
+    keras.mixed_precision.set_global_policy(policy)
+    jit = strategy_lib.choose_jit(config.jit_compile)
+    keras.utils.set_random_seed(config.seed)
+    chief, workers = strategy_lib.is_chief(strategy), strategy_lib.num_workers(strategy)
+    _check_model_dir(config, chief)
+    out = strategy_lib.WriteDir(config.model_dir, chief)
+    os.makedirs(out.path, exist_ok=True)
+    if chief:
+        atomic.write_json(os.path.join(out.path, "config.json"), dataclasses.asdict(config))
+        if flags_text:
+            atomic.write_text(os.path.join(out.path, "flags.txt"), flags_text)
+    log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas, precision {policy}, "
+        f"XLA {'on' if jit else 'off'}")
+
+    # ---- data
+    record_set = pipeline.open_record_set(config.data.data_dir, config.data.verify)
+    if config.data.data_service:
+        data_service.check_reachable(config.data.data_service)
+    weights = class_weights(record_set, config.class_weight)
+    global_batch = config.data.global_batch_size
+    if global_batch > record_set.num_records("train"):
+        raise InputError(f"--batch_size={global_batch} is larger than the {record_set.num_records('train')} "
+                         "training records; lower it")
+    steps_per_epoch = config.steps_per_epoch or record_set.num_records("train") // global_batch
+    steps_per_loop = config.steps_per_loop or (min(50, steps_per_epoch) if tf.config.list_physical_devices("GPU")
+                                               else 1)
+    log(f"train {record_set.num_records('train')} records, {steps_per_epoch} steps of {global_batch} per epoch, "
+        f"{steps_per_loop} per loop; class weights {[round(w, 4) for w in weights]}")
+
+    # ---- model, optimizer, step functions
+    steps = Steps(config, strategy, weights, policy, jit)
+    model, optimizer, position = steps.model, steps.optimizer, steps.position
+    report = model_lib.parameter_report(model, steps.backbone, config.model)
+    for line in model_lib.describe(report):
+        log(line)
+    run_state = checkpointing.RunState(out.path, tf.train.Checkpoint(model=model, optimizer=optimizer, **position),
+                                       read_dir=config.model_dir)
+    saved = run_state.load() if config.resume else None
+    if workers > 1:
+        _check_same_start(steps, position, config.model_dir)
+    history = saved["history"] if saved else []
+    if saved and saved.get("finished"):
+        log(f"{config.model_dir} already holds a finished run; nothing to train")
+        out.cleanup()
+        return saved["summary"]
+    epoch, step_in_epoch, global_step = (int(position[k].numpy()) for k in ("epoch", "step_in_epoch", "global_step"))
+    if saved:
+        log(f"resuming at epoch {epoch + 1}, step {step_in_epoch} (global step {global_step})")
+    # A resumed run draws a fresh sample order instead of replaying the one it had begun.
+    data_config = dataclasses.replace(config.data, seed=config.data.seed + global_step)
+    if config.data.data_service:
+        data_config = dataclasses.replace(data_config, service_job=data_service.job_name(config.model_dir,
+                                                                                         data_config.seed))
+        log(f"training input from the tf.data service at {config.data.data_service} (job {data_config.service_job})")
+    iterator = iter(strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, data_config)))
+
+    def validate():
+        """Every worker scores the whole val split locally (each record once) on the same weights."""
+        steps.sync_moving_statistics()
+        labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "val", config.data), steps.predict)
+        return metrics.binary_metrics(labels, probs)
+
+    # ---- epochs, callbacks, checkpoints
+    callbacks = [
+        checkpointing.BestWeights(os.path.join(out.path, BEST_WEIGHTS), monitor="val_loss"),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.reduce_lr_factor,
+                                          patience=config.reduce_lr_patience, min_lr=config.min_learning_rate),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+    callback_list.on_train_begin()
+    if saved:
+        checkpointing.restore_callback_state(callbacks, saved["callbacks"])
+    summaries = tf.summary.create_file_writer(os.path.join(out.path, "tensorboard"))
+
+    def checkpoint(epoch_totals):
+        for name, value in (("epoch", epoch), ("step_in_epoch", step_in_epoch), ("global_step", global_step)):
+            position[name].assign(value)
+        run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks),
+                        "epoch_totals": epoch_totals, "finished": False}, global_step)
+
+    last_checkpoint = time.time()
+    while epoch < config.epochs and not model.stop_training:
+        callback_list.on_epoch_begin(epoch)
+        totals = np.array(saved["epoch_totals"] if saved and step_in_epoch else np.zeros(4))
+        epoch_start, last_print = time.time(), 0.0
+        while step_in_epoch < steps_per_epoch:
+            count = min(steps_per_loop, steps_per_epoch - step_in_epoch)
+            loop_start = time.time()
+            loop = steps.train_loop(iterator, tf.constant(count)).numpy()
+            elapsed = time.time() - loop_start
+            totals += loop
+            step_in_epoch += count
+            global_step += count
+            callback_list.on_train_batch_end(step_in_epoch, {"loss": totals[0] / totals[2]})
+            if model.stop_training:  # TerminateOnNaN
+                raise FloatingPointError(f"loss became NaN at epoch {epoch + 1}, step {step_in_epoch}; "
+                                         "lower --learning_rate or try --precision=float32")
+            if time.time() - last_print > 5 or step_in_epoch == steps_per_epoch:
+                last_print = time.time()
+                log(f"epoch {epoch + 1}/{config.epochs} step {step_in_epoch}/{steps_per_epoch} "
+                    f"loss {totals[0] / totals[2]:.4f} acc {totals[1] / totals[2]:.3f} | "
+                    f"{loop[2] / elapsed:,.0f} img/s, input wait {100 * loop[3] / elapsed:.1f}%")
+            if step_in_epoch < steps_per_epoch and time.time() - last_checkpoint >= config.checkpoint_every_secs:
+                checkpoint(totals.tolist())
+                last_checkpoint = time.time()
+                log(f"checkpoint saved at epoch {epoch + 1}, step {step_in_epoch}")
+        val = validate()
+        logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
+                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall", "count")},
+                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                "seconds": time.time() - epoch_start}
+        if workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker
+            logs = _agreed(steps, logs)
+        callback_list.on_epoch_end(epoch, logs)
+        history.append({"epoch": epoch + 1, **{k: None if v is None else float(v) for k, v in logs.items()}})
+        with summaries.as_default(step=epoch + 1):
+            for key, value in history[-1].items():
+                if key != "epoch" and value is not None:
+                    tf.summary.scalar(key, value)
+        log("epoch {epoch}: loss {loss:.4f} acc {accuracy:.3f} val_loss {val_loss:.4f} val_acc {val_accuracy:.3f} "
+            "lr {learning_rate:.2e}".format(**history[-1]) + (f" val_auc {val['auc']:.3f}" if val["auc"] else ""))
+        epoch, step_in_epoch = epoch + 1, 0
+        if chief:
+            run_state.write_history(history)
+        checkpoint([0.0] * 4)
+        last_checkpoint = time.time()
+    callback_list.on_train_end()
+
+    # ---- best weights, final model, test score
+    summary = _finish(config, model, record_set, history, out, steps.predict, log)
+    run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks), "epoch_totals": [0] * 4,
+                    "finished": True, "summary": summary}, global_step)
+    out.cleanup()
+    if workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
+        steps.gather([0.0])
+    return summary
+
+
+def _check_same_start(steps, position, model_dir):
+    """Every worker must resume from the same step, or the first collective would hang."""
+    starts = steps.gather([float(position["global_step"].numpy())])[:, 0]
+    if len(set(starts)) > 1:
+        raise ClusterError(f"the workers resume from different steps ({sorted({int(s) for s in starts})}): "
+                           f"--model_dir={model_dir} must be a file system every worker reads (such as NFS), "
+                           "and all workers need the same --model_dir")
+
+
+def _agreed(steps, logs):
+    """Epoch logs averaged over the replicas (equal already, up to non-deterministic GPU kernels)."""
+    keys = [k for k, v in logs.items() if v is not None]
+    means = steps.gather([logs[k] for k in keys]).mean(axis=0)
+    return {**logs, **{k: float(v) for k, v in zip(keys, means)}}
+
+
+def weights_fingerprint(model):
+    """sha256 of every weight's bytes, in order: equal on all workers of a run, logged at the end."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def _finish(config, model, record_set, history, out, predict_fn, log):
+    best = os.path.join(out.path, BEST_WEIGHTS)
+    if os.path.isfile(best):
+        model.load_weights(best)
+    summary = {"epochs_trained": len(history), "best_epoch": None, "model": None, "test": None,
+               "weights_sha256": weights_fingerprint(model)}
+    log(f"weights sha256 {summary['weights_sha256']}")
+    finite = [h for h in history if h["val_loss"] is not None and math.isfinite(h["val_loss"])]
+    if finite:
+        summary["best_epoch"] = min(finite, key=lambda h: h["val_loss"])["epoch"]
+    if out.chief:
+        path = os.path.join(config.model_dir, inference.FINAL_MODEL)
+        with atomic.replacing(path) as temporary:
+            model.save(temporary)
+        summary["model"] = path
+    if record_set.files.get("test"):
+        labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "test", config.data), predict_fn)
+        summary["test"] = metrics.binary_metrics(labels, probs)
+        log("test: " + ", ".join(f"{k} {summary['test'][k]:.4f}" for k in ("loss", "accuracy", "auc", "precision",
+                                                                        "recall", "f1") if summary["test"][k] is not None))
+    if out.chief and config.export_dir:
+        summary["export"] = savedmodel.export(model, config.export_dir, overwrite=True)
+        log(f"SavedModel for serving in {summary['export']}")
+    if out.chief:
+        atomic.write_json(os.path.join(config.model_dir, "summary.json"), summary)
+    return summary

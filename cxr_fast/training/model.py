@@ -1,0 +1,121 @@
+"""EfficientNet backbone + the reference head, freezing, weights, and the parameter report.
+
+    input (H, W, 1 or 3), any numeric dtype, 0-255
+      -> gray replicated to RGB (Concatenate, so saved models need no custom code)
+      -> keras.applications.EfficientNet{B0..B7}(include_top=False): it rescales and normalizes
+         0-255 inputs itself, so nothing here divides by 255 (the reference did, twice)
+      -> GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.3) -> Dense(64, relu)
+      -> Dropout(0.2) -> Dense(1, sigmoid, float32 even under mixed precision)
+(the two dropout rates are `head_dropout`; the layer names keep the reference's)
+
+Freezing sets `trainable = False` on the first N backbone layers; a frozen BatchNormalization
+layer in Keras 3 also runs in inference mode, so its statistics stay those of the weights.
+"""
+import os
+
+import keras
+
+from cxr_fast.errors import InputError
+
+# From docs/reference.md (Keras 2, EfficientNetB2 at 128x128x3).
+REFERENCE_PARAMS = {
+    "base": 7_768_569, "head": 188_673, "total": 7_957_242,
+    "model1": {"freeze": "first 10 layers", "trainable": 7_888_387, "non_trainable": 68_855},
+    "model2": {"freeze": "first 70% (238 of 340 layers)", "trainable": 6_383_963, "non_trainable": 1_573_279},
+}
+
+_BACKBONES = {f"B{i}": getattr(keras.applications, f"EfficientNetB{i}") for i in range(8)}
+
+
+def build_backbone(config):
+    """The EfficientNet without its top, with ImageNet, no, or local weights."""
+    shape = (config.image_size, config.image_size, 3)
+    weights = "imagenet" if config.weights == "imagenet" else None
+    try:
+        backbone = _BACKBONES[config.backbone](include_top=False, weights=weights, input_shape=shape)
+    except Exception as err:  # download failures surface as many exception types
+        if weights != "imagenet":
+            raise
+        raise InputError(f"--weights=imagenet: could not load the ImageNet weights of EfficientNet{config.backbone} "
+                         f"({type(err).__name__}); on a machine without internet download the *_notop.h5 file "
+                         "elsewhere and pass its path as --weights") from None
+    if config.weights not in ("imagenet", "none"):
+        load_weights(backbone, config.weights)
+    return backbone
+
+
+def load_weights(backbone, path):
+    if not os.path.isfile(path):
+        raise InputError(f"--weights={path}: no such file")
+    try:
+        backbone.load_weights(path)
+    except Exception as err:
+        raise InputError(f"--weights={path} does not fit EfficientNet {backbone.name} at input "
+                         f"{backbone.input_shape[1:]} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+
+
+def freeze_count(config, num_layers):
+    """How many leading backbone layers to freeze (model 2: int(0.7 * layers), as the reference)."""
+    if config.freeze_fraction:
+        return int(config.freeze_fraction * num_layers)
+    return min(config.freeze_layers, num_layers)
+
+
+def build_model(config):
+    """The classifier: returns (model, backbone)."""
+    inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
+    x = keras.layers.Concatenate(name="gray_to_rgb")([inputs] * 3) if config.channels == 1 else inputs
+    backbone = build_backbone(config)
+    for layer in backbone.layers[:freeze_count(config, len(backbone.layers))]:
+        layer.trainable = False
+    if config.bn_momentum:  # moving statistics that keep up with fast-changing weights
+        for layer in backbone.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config.bn_momentum
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dense(128, activation="relu", name="dense_128")(x)
+    x = keras.layers.Dropout(config.head_dropout[0], name="dropout_03")(x)
+    x = keras.layers.Dense(64, activation="relu", name="dense_64")(x)
+    x = keras.layers.Dropout(config.head_dropout[1], name="dropout_02")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    return keras.Model(inputs, outputs, name=f"cxr_efficientnet{config.backbone.lower()}"), backbone
+
+
+def _count(weights):
+    return int(sum(w.numpy().size if hasattr(w, "numpy") else int(w.size) for w in weights))
+
+
+def parameter_report(model, backbone, config):
+    """Parameter counts, with the reference's where the settings are the reference's."""
+    frozen = freeze_count(config, len(backbone.layers))
+    report = {
+        "backbone": f"EfficientNet{config.backbone}", "backbone_layers": len(backbone.layers), "frozen_layers": frozen,
+        "total": _count(model.weights), "trainable": _count(model.trainable_weights),
+        "non_trainable": _count(model.non_trainable_weights), "base": _count(backbone.weights),
+    }
+    report["head"] = report["total"] - report["base"]
+    if config.backbone == "B2" and config.image_size == 128:
+        report["reference"] = REFERENCE_PARAMS
+    return report
+
+
+def describe(report):
+    """The log lines of a parameter report, beside the reference's counts."""
+    lines = [f"{report['backbone']}: {report['backbone_layers']} layers, first {report['frozen_layers']} frozen; "
+             f"parameters total {report['total']:,} (base {report['base']:,} + head {report['head']:,}), "
+             f"trainable {report['trainable']:,}, non-trainable {report['non_trainable']:,}"]
+    reference = report.get("reference")
+    if reference:
+        same = [name for name in ("model1", "model2") if (reference[name]["trainable"], reference[name]["non_trainable"])
+                == (report["trainable"], report["non_trainable"])]
+        lines.append(f"reference (Keras 2): total {reference['total']:,} (base {reference['base']:,} + head "
+                     f"{reference['head']:,}); model 1 ({reference['model1']['freeze']}) trainable "
+                     f"{reference['model1']['trainable']:,} / {reference['model1']['non_trainable']:,}; model 2 "
+                     f"({reference['model2']['freeze']}) trainable {reference['model2']['trainable']:,} / "
+                     f"{reference['model2']['non_trainable']:,}")
+        lines.append(f"matches the reference's {' and '.join(same)} counts exactly" if same else
+                     "differs from both reference freezes (other freeze settings)")
+        lines.append("Keras 3 lists 339 backbone layers where Keras 2 listed 340 (the missing one holds no "
+                     "parameters), so --freeze_fraction=0.7 freezes 237 layers and the same weights as the reference")
+    return lines

@@ -1,0 +1,153 @@
+"""The tf.data pipelines: shapes and dtypes, every record once, caching, distribution, bad input."""
+import collections
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cxr_fast.config import DataConfig
+from cxr_fast.data import pipeline, schema
+from cxr_fast.errors import InputError
+
+
+def _config(records_dir, **overrides):
+    settings = dict(data_dir=records_dir, image_size=32, global_batch_size=8, shuffle_buffer=64)
+    settings.update(overrides)
+    return DataConfig(**settings)
+
+
+def _digest(image):
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _eval_rows(record_set, split, config):
+    rows = []
+    for images, labels, meta in pipeline.eval_dataset(record_set, split, config, with_metadata=True):
+        rows += [(f.decode(), int(l), _digest(i)) for f, l, i in zip(meta["filename"].numpy(), labels.numpy(),
+                                                                     images.numpy())]
+    return rows
+
+
+def test_eval_sees_every_record_once_in_file_order(records_dir):
+    record_set = pipeline.open_record_set(records_dir)
+    config = _config(records_dir, global_batch_size=7)
+    rows = _eval_rows(record_set, "val", config)
+    assert len(rows) == record_set.num_records("val")  # last partial batch kept
+    expected = []
+    for batch in tf.data.TFRecordDataset(list(record_set.files["val"])).batch(100):
+        expected += [f.decode() for f in schema.parse_batch(batch, [schema.FILENAME])[schema.FILENAME].numpy()]
+    assert [r[0] for r in rows] == expected
+    assert sum(r[1] for r in rows) == record_set.class_counts("val")[1]
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_train_batches_cover_the_split(records_dir, cache):
+    record_set = pipeline.open_record_set(records_dir)
+    config = _config(records_dir, cache=cache, shuffle_buffer=10_000)
+    train = set(r[2] for r in _eval_rows(record_set, "train", config))
+    seen = collections.Counter()
+    epoch_batches = record_set.num_records("train") // 8
+    for images, labels in pipeline.train_dataset(record_set, config).take(epoch_batches * 2):
+        assert images.dtype == tf.uint8 and images.shape == (8, 32, 32, 1)
+        assert labels.dtype == tf.float32 and labels.shape == (8,)
+        seen.update(_digest(i) for i in images.numpy())
+    assert set(seen) <= train
+    assert len(seen) >= 0.9 * len(train)  # two epochs reach (nearly) every record
+
+
+def test_cache_decision_follows_the_budget(records_dir):
+    record_set = pipeline.open_record_set(records_dir)
+    assert pipeline.cache_fits(record_set, _config(records_dir, cache="auto"))
+    assert not pipeline.cache_fits(record_set, _config(records_dir, cache="auto", cache_budget_mb=0))
+    assert not pipeline.cache_fits(record_set, _config(records_dir, cache="none"))
+
+
+def test_three_channels_and_resize(records_dir):
+    record_set = pipeline.open_record_set(records_dir)
+    images, _ = next(iter(pipeline.train_dataset(record_set, _config(records_dir, channels=3, image_size=20))))
+    assert images.shape == (8, 20, 20, 3) and images.dtype == tf.uint8
+    np.testing.assert_array_equal(images[..., 0].numpy(), images[..., 2].numpy())
+
+
+def test_distributed_pipelines_read_disjoint_files(records_dir):
+    record_set = pipeline.open_record_set(records_dir)
+    assert len(record_set.files["train"]) >= 2
+    config = _config(records_dir, cache="none", global_batch_size=8)
+    make = pipeline.dataset_fn(record_set, config)
+    digests = []
+    for index in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=index, num_replicas_in_sync=2)
+        batches = list(make(context).take(10))
+        assert batches[0][0].shape[0] == 4  # per-replica batch
+        digests.append({_digest(i) for images, _ in batches for i in images.numpy()})
+    assert digests[0] and digests[1] and not digests[0] & digests[1]
+
+
+def test_too_few_shards_for_the_pipelines(records_dir):
+    record_set = pipeline.open_record_set(records_dir)
+    pipelines = len(record_set.files["train"]) + 1
+    context = tf.distribute.InputContext(num_input_pipelines=pipelines, input_pipeline_id=0,
+                                         num_replicas_in_sync=pipelines)
+    with pytest.raises(InputError, match=f"--min_shards={10 * pipelines}"):
+        pipeline.train_dataset(record_set, _config(records_dir), context)
+
+
+@pytest.fixture
+def copy_of(records_dir, tmp_path):
+    target = tmp_path / "records"
+    shutil.copytree(records_dir, target)
+    return str(target)
+
+
+def test_missing_shard_is_named(copy_of):
+    shard = sorted(f for f in os.listdir(copy_of) if f.startswith("val-"))[0]
+    os.remove(os.path.join(copy_of, shard))
+    with pytest.raises(InputError, match=f"{shard} is listed in manifest.json but missing"):
+        pipeline.open_record_set(copy_of)
+
+
+def test_truncated_shard_is_named(copy_of):
+    shard = os.path.join(copy_of, sorted(f for f in os.listdir(copy_of) if f.startswith("train-"))[0])
+    data = open(shard, "rb").read()
+    open(shard, "wb").write(data[:-10])
+    with pytest.raises(InputError, match=f"{os.path.basename(shard)} has .* bytes.*truncated"):
+        pipeline.open_record_set(copy_of)
+
+
+def test_changed_shard_fails_verification_only(copy_of):
+    shard = os.path.join(copy_of, sorted(f for f in os.listdir(copy_of) if f.startswith("test-"))[0])
+    data = bytearray(open(shard, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # same size, different content
+    open(shard, "wb").write(bytes(data))
+    pipeline.open_record_set(copy_of)  # size check alone cannot see it
+    with pytest.raises(InputError, match=f"{os.path.basename(shard)} does not match its sha256"):
+        pipeline.open_record_set(copy_of, verify=True)
+    record_set = pipeline.open_record_set(copy_of)
+    with pytest.raises(InputError, match="corrupt"):
+        with pipeline.readable_errors(record_set.root):
+            for _ in pipeline.eval_dataset(record_set, "test", _config(copy_of)):
+                pass
+
+
+def test_records_of_another_size_than_the_manifest_are_named(copy_of):
+    path = os.path.join(copy_of, "manifest.json")
+    manifest = json.load(open(path))
+    manifest["image"]["height"] = manifest["image"]["width"] = 24
+    json.dump(manifest, open(path, "w"))
+    record_set = pipeline.open_record_set(copy_of)
+    with pytest.raises(InputError, match=r"image size differs from manifest.json \(chest_xray/.*\.jpeg"):
+        with pipeline.readable_errors(record_set.root):
+            next(iter(pipeline.eval_dataset(record_set, "val", _config(copy_of))))
+
+
+def test_missing_split_and_manifest(records_dir, tmp_path):
+    with pytest.raises(InputError, match="manifest.json not found"):
+        pipeline.open_record_set(str(tmp_path))
+    record_set = pipeline.open_record_set(records_dir)
+    empty = pipeline.RecordSet(record_set.root, record_set.manifest, {"train": record_set.files["train"]})
+    with pytest.raises(InputError, match="no val shards"):
+        pipeline.eval_dataset(empty, "val", _config(records_dir))

@@ -1,0 +1,99 @@
+"""Prediction on new files (good, corrupt, non-image), Grad-CAM, and the exported SavedModel."""
+import glob
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from cli import run
+from cxr_fast.data import imaging
+from cxr_fast.serving import gradcam, inference, savedmodel
+
+
+@pytest.fixture(scope="module")
+def files(synthetic_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    good = sorted(glob.glob(os.path.join(synthetic_dir, "chest_xray/test/*/*.jpeg")))[:3]
+    data = open(good[0], "rb").read()
+    (folder / "corrupt.jpeg").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not an image")
+    return good, str(folder / "corrupt.jpeg"), str(folder / "notes.txt")
+
+
+def test_classify_scores_good_files_and_reports_bad_ones(tiny_model_dir, files):
+    good, corrupt, text = files
+    model, threshold = inference.load(tiny_model_dir)
+    results = inference.classify(model, threshold, [good[0], corrupt, text, good[1]])
+    assert [("error" in r) for r in results] == [False, True, True, False]
+    assert results[1]["error"].startswith("truncated") and results[2]["error"].startswith("unreadable")
+    assert 0 <= results[0]["probability"] <= 1 and results[0]["label"] in ("NORMAL", "PNEUMONIA")
+    expected = model.predict_on_batch(imaging.load_gray(open(good[0], "rb").read(), 32)[None, ..., None])
+    assert results[0]["probability"] == pytest.approx(float(expected.ravel()[0]), abs=1e-6)
+
+
+def test_oversized_image_is_refused(tiny_model_dir, files):
+    model, threshold = inference.load(tiny_model_dir)
+    result = inference.classify(model, threshold, [files[0][0]], max_pixels=100)[0]
+    assert result["error"].startswith("too_large")
+
+
+def test_gradcam_has_the_image_size_and_is_not_constant(files):
+    # 96 px: B0's last block is then 3x3 (at 32 px it is a single cell, and any map is flat).
+    from cxr_fast.training import model as model_lib
+    from cxr_fast.config import ModelConfig
+
+    model, _ = model_lib.build_model(ModelConfig(backbone="B0", image_size=96, weights="none"))
+    batch = np.stack([imaging.load_gray(open(f, "rb").read(), 96) for f in files[0]])[..., None]
+    maps = gradcam.heatmaps(model, batch)
+    assert maps.shape == (3, 96, 96) and maps.min() >= 0 and maps.max() <= 1.0
+    assert all(m.std() > 0 for m in maps)
+
+
+def test_cli_jsonl_overlays_and_exit_code(tiny_model_dir, files, tmp_path):
+    good, corrupt, text = files
+    result = run("cxr_fast.predict", f"--model={tiny_model_dir}", f"--gradcam_dir={tmp_path / 'cams'}", good[0],
+                 corrupt, text, good[1])
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [line["file"] for line in lines] == [good[0], corrupt, text, good[1]]
+    overlay = Image.open(lines[0]["gradcam"])
+    assert overlay.size == Image.open(good[0]).size and overlay.mode == "RGB"
+    assert "2 of 4 files could not be classified" in result.stderr
+    ok = run("cxr_fast.predict", f"--model={tiny_model_dir}", os.path.dirname(good[0]))
+    assert ok.returncode == 0 and len(ok.stdout.strip().splitlines()) >= 1
+
+
+def test_exported_model_matches_keras(tiny_model_dir, files):
+    export_dir = os.path.join(os.path.dirname(tiny_model_dir), "export")  # written by --export_dir at training
+    served = tf.saved_model.load(export_dir).signatures["serving_default"]
+    model, threshold = inference.load(tiny_model_dir)
+    good = files[0]
+    same_size = []
+    for path in good:  # at the model's size: no resize, so the two must agree exactly
+        buffer = io.BytesIO()
+        Image.fromarray(imaging.load_gray(open(path, "rb").read(), 32)).save(buffer, format="PNG")
+        same_size.append(buffer.getvalue())
+    out = served(images=tf.constant(same_size))
+    expected = model.predict_on_batch(np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in same_size])[..., None])
+    np.testing.assert_allclose(out["probability"].numpy(), expected.ravel(), atol=1e-5)
+    full = served(images=tf.constant([open(p, "rb").read() for p in good]))  # full-size JPEGs: resize filters differ
+    keras_full = [r["probability"] for r in inference.classify(model, threshold, good)]
+    np.testing.assert_allclose(full["probability"].numpy(), keras_full, atol=0.02)
+    assert set(full["class"].numpy().tolist()) <= {b"NORMAL", b"PNEUMONIA"}
+
+
+def test_export_cli_refuses_existing_dir(tiny_model_dir, tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    result = run("cxr_fast.export", f"--model={tiny_model_dir}", f"--export_dir={tmp_path}")
+    assert result.returncode == 2 and "--export_dir" in result.stderr and "--overwrite" in result.stderr
+
+
+def test_decode_for_model_matches_pillow_on_same_size_jpeg():
+    gray = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    data = imaging.encode(gray, "jpeg")
+    ours = savedmodel.decode_for_model(tf.constant(data), 32).numpy()[..., 0]
+    np.testing.assert_array_equal(ours, np.asarray(Image.open(io.BytesIO(data))))
