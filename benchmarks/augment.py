@@ -48,12 +48,12 @@ def run(seconds, batch=64, size=128, backbone="B2", log=print):
     for impl, rate in rates.items():
         log(f"augment {impl}: {rate:,.0f} img/s")
     step = train_step_rate(backbone, images, labels, seconds)
-    log(f"EfficientNet{backbone} train step: {step:,.1f} img/s")
+    log(f"{model_lib.backbone_name(backbone)} train step: {step:,.1f} img/s")
     settings = {"batch": batch, "image_size": size, "channels": 1, "device": "CPU" if not
                 tf.config.list_physical_devices("GPU") else "GPU"}
     variants = [{"name": f"augment {impl}", "img_per_s": rate, "settings": settings,
                  "share_of_train_step": step / rate} for impl, rate in rates.items()]
-    variants.append({"name": f"EfficientNet{backbone} train step (float32)", "img_per_s": step, "settings": settings})
+    variants.append({"name": f"{model_lib.backbone_name(backbone)} train step (float32)", "img_per_s": step, "settings": settings})
     return {"variants": variants, "fused_speedup_over_chain": rates["fused"] / rates["chain"],
             "fused_share_of_step": step / rates["fused"], "chain_share_of_step": step / rates["chain"]}
 

@@ -175,7 +175,7 @@ class AugmentConfig:
         return self
 
 
-BACKBONES = tuple(f"B{i}" for i in range(8))
+BACKBONES = tuple(f"B{i}" for i in range(8)) + ("tiny",)  # tiny: a small CNN for plumbing checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +194,8 @@ class ModelConfig:
     def validate(self):
         if self.backbone not in BACKBONES:
             raise InputError(f"--backbone={self.backbone} is not one of {', '.join(BACKBONES)}")
+        if self.backbone == "tiny" and self.weights == "imagenet":
+            raise InputError("--backbone=tiny has no ImageNet weights; pass --weights=none (or a weights file)")
         if self.weights not in ("imagenet", "none") and not os.path.isfile(self.weights):
             raise InputError(f"--weights={self.weights}: no such file; use imagenet, none, or the path of a "
                              "Keras weights file (.weights.h5 or .h5) of the backbone without its top")

@@ -25,7 +25,8 @@ flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service d
                     "read and decode the training split there; evaluation still reads locally.")
 flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 against the manifest before training.")
 # Model
-flags.DEFINE_enum("backbone", "B2", list(config_lib.BACKBONES), "EfficientNet variant.")
+flags.DEFINE_enum("backbone", "B2", list(config_lib.BACKBONES), "EfficientNet variant; tiny: a small CNN for "
+                  "plumbing checks (needs --weights=none), not for results.")
 flags.DEFINE_string("weights", "imagenet", "imagenet, none, or the path of a local Keras weights file "
                     "(the *_notop.h5 of the backbone) for machines without internet.")
 flags.DEFINE_integer("freeze_layers", 0, "Freeze the first N backbone layers (model 1: 10).")

@@ -42,14 +42,14 @@ def records_dir(synthetic_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(records_dir, tmp_path_factory):
-    """A model trained for a few steps on `records_dir` (B0, 32 px), exported too."""
+    """A model trained for a few steps on `records_dir` (the tiny CNN, 32 px), exported too."""
     from cxr_fast.training import loop
     from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 
     root = tmp_path_factory.mktemp("tiny_model")
     config = TrainConfig(model_dir=str(root / "model"), data=DataConfig(data_dir=records_dir, image_size=32,
                                                                        global_batch_size=8),
-                         model=ModelConfig(backbone="B0", image_size=32, weights="none"),
+                         model=ModelConfig(backbone="tiny", image_size=32, weights="none"),
                          augment=AugmentConfig(kind="none"), epochs=2, steps_per_epoch=3,
                          export_dir=str(root / "export"))
     loop.train_and_evaluate(config, log=lambda *_: None)

@@ -26,16 +26,16 @@ def test_input_pipeline_benchmark_reports_every_variant(tmp_path):
 
 
 def test_augment_benchmark_compares_both_implementations_with_a_step():
-    result = augment.run(seconds=0.1, batch=4, size=32, backbone="B0", log=lambda *_: None)
+    result = augment.run(seconds=0.1, batch=4, size=32, backbone="tiny", log=lambda *_: None)
     names = [v["name"] for v in result["variants"]]
-    assert names == ["augment fused", "augment chain", "EfficientNetB0 train step (float32)"]
+    assert names == ["augment fused", "augment chain", "tiny CNN train step (float32)"]
     assert result["fused_speedup_over_chain"] > 0 and 0 < result["fused_share_of_step"]
 
 
 def test_train_step_benchmark_compares_resident_and_piped(records_dir):
     from benchmarks import train_step
 
-    result = train_step.run(records_dir, seconds=0.1, backbone="B0", image_size=32, batch=8, log=lambda *_: None)
+    result = train_step.run(records_dir, seconds=0.1, backbone="tiny", image_size=32, batch=8, log=lambda *_: None)
     assert [v["name"] for v in result["variants"]] == ["train step, resident batch", "train step, input pipeline"]
     assert all(v["img_per_s"] > 0 for v in result["variants"]) and result["pipeline_share_of_resident"] > 0
 
@@ -46,7 +46,7 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
 
     from benchmarks import run_all
 
-    payload = run_all.run(str(tmp_path), seconds=0.1, num_patients=20, backbone="B0", image_size=32, batch=8,
+    payload = run_all.run(str(tmp_path), seconds=0.1, num_patients=20, backbone="tiny", image_size=32, batch=8,
                           log=lambda *_: None)
     assert set(payload["results"]) == {"input_pipeline", "augment", "train_step", "convert"}
     assert [v["cores"] for v in payload["results"]["convert"]][0] == 1

@@ -1,4 +1,8 @@
-"""The demo's stages through their command-line entry points, on a tiny set, in seconds not minutes."""
+"""The demo's stages through their command-line entry points, on a tiny set, in seconds not minutes.
+
+The demo's own model (EfficientNetB0) trains in `.ci/run`'s `./demo.sh --quick` and in the
+learning test (tests/training/test_loop.py); here `--backbone=tiny` keeps the plumbing check short.
+`predict` runs with its default flags."""
 import csv
 import json
 import os
@@ -12,7 +16,7 @@ def test_demo_stages_end_to_end(tmp_path):
         ("tools.make_synthetic", f"--output_dir={images}", "--num_patients=30", "--size_range=96,128"),
         ("tools.make_tfrecords", f"--data_dir={images}", f"--output_dir={records}", "--image_size=32"),
         ("cxr_fast.train", "--flagfile=demo.flags", f"--data_dir={records}", f"--model_dir={model}",
-         "--image_size=32", "--epochs=1", "--steps_per_epoch=2", "--batch_size=8"),
+         "--image_size=32", "--epochs=1", "--steps_per_epoch=2", "--batch_size=8", "--backbone=tiny"),
         ("cxr_fast.evaluate", f"--model_dir={model}", f"--data_dir={records}", "--threshold=auto", "--bootstrap=50"),
     ]
     for module, *args in steps:

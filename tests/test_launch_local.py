@@ -52,7 +52,7 @@ def _processes_mentioning(text):
 
 def test_two_workers_end_identical_and_match_one_process(even_records, tmp_path):
     records, train_count, val_count = even_records
-    settings = dict(backbone="B0", image_size=32, weights="none", freeze_fraction=1.0, head_dropout=(0.0, 0.0))
+    settings = dict(backbone="tiny", image_size=32, weights="none", freeze_fraction=1.0, head_dropout=(0.0, 0.0))
     flags = [f"--data_dir={records}", f"--batch_size={train_count}", "--epochs=3", "--steps_per_epoch=2",
              "--augment=none", "--class_weight=none", "--learning_rate=3e-3", "--head_dropout=0,0",
              *(f"--{k}={v}" for k, v in settings.items() if k != "head_dropout")]

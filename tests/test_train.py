@@ -9,7 +9,7 @@ import pytest
 from cli import ROOT, assert_one_line_error, run
 from conftest import convert, make_synthetic
 
-TINY = ["--backbone=B0", "--image_size=32", "--weights=none", "--batch_size=16", "--epochs=2",
+TINY = ["--backbone=tiny", "--image_size=32", "--weights=none", "--batch_size=16", "--epochs=2",
         "--steps_per_epoch=6", "--augment=none", "--checkpoint_every_secs=0"]
 
 
@@ -44,7 +44,7 @@ def test_killed_mid_epoch_resumes_and_ends_after_the_same_epochs(records, tmp_pa
     assert (model_dir / "model.keras").is_file()
 
     flags_text = open(model_dir / "flags.txt").read()
-    assert "--backbone=B0" in flags_text and f"--model_dir={model_dir}" in flags_text
+    assert "--backbone=tiny" in flags_text and f"--model_dir={model_dir}" in flags_text
     again = run("cxr_fast.train", f"--flagfile={model_dir / 'flags.txt'}")
     assert again.returncode == 0 and "finished run" in again.stdout
 

@@ -83,7 +83,7 @@ def test_trainer_runs_on_a_local_service_and_evaluates_locally(records_dir, tmp_
         config = TrainConfig(model_dir=str(tmp_path / "run"),
                              data=DataConfig(data_dir=records_dir, image_size=32, global_batch_size=8,
                                              data_service=f"grpc://localhost:{port}"),
-                             model=ModelConfig(backbone="B0", image_size=32, weights="none"),
+                             model=ModelConfig(backbone="tiny", image_size=32, weights="none"),
                              augment=AugmentConfig(kind="none"), epochs=2, steps_per_epoch=3)
         lines = []
         summary = loop.train_and_evaluate(config, log=lines.append)

@@ -62,7 +62,7 @@ def test_lost_worker_messages_name_the_worker():
 
 def _train_command(records, model_dir, *flags):
     return [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records}", f"--model_dir={model_dir}",
-            "--strategy=multi_worker", "--backbone=B0", "--image_size=32", "--weights=none", "--batch_size=8",
+            "--strategy=multi_worker", "--backbone=tiny", "--image_size=32", "--weights=none", "--batch_size=8",
             "--augment=none", "--epochs=1", *flags]
 
 

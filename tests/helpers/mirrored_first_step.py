@@ -32,7 +32,7 @@ def updated_weights(strategy, initial, images, labels, config):
 
 def main(freeze_fraction):
     config = TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=8),
-                         model=ModelConfig(backbone="B0", image_size=32, weights="none",
+                         model=ModelConfig(backbone="tiny", image_size=32, weights="none",
                                            freeze_fraction=freeze_fraction),
                          augment=AugmentConfig(kind="none"), learning_rate=1e-2)
     rng = np.random.default_rng(0)

@@ -54,7 +54,7 @@ def test_local_weights_file_loads_and_misfit_is_clear(tmp_path):
     _, loaded = model_lib.build_model(ModelConfig(backbone="B0", image_size=32, weights=path))
     for a, b in zip(source_backbone.weights, loaded.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    with pytest.raises(InputError, match="does not fit EfficientNet"):
+    with pytest.raises(InputError, match="does not fit the backbone"):
         model_lib.build_model(ModelConfig(backbone="B1", image_size=32, weights=path))
 
 
