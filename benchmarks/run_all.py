@@ -55,7 +55,7 @@ def markdown(results):
 
 
 def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2", image_size=128, batch=64,
-        log=print):
+        log=print, encodings=("jpeg", "png", "raw")):
     os.makedirs(output_dir, exist_ok=True)
     if not image_dir:
         images = os.path.join(output_dir, "synthetic")
@@ -63,7 +63,7 @@ def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2"
             synthetic.generate(SyntheticConfig(output_dir=images, num_patients=num_patients), log=log)
         image_dir = os.path.join(images, "chest_xray", "train")
     records = os.path.join(output_dir, "records")
-    results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, log=log)}
+    results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log)}
     augment_result = augment.run(seconds, batch, image_size, backbone, log=log)
     results["augment"] = augment_result["variants"]
     step = train_step.run(os.path.join(records, "jpeg"), seconds * 2, backbone, image_size, batch, log=log)
@@ -72,7 +72,7 @@ def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2"
     payload = {"machine": common.machine(), "results": results,
                "augment_share_of_step": augment_result["fused_share_of_step"],
                "fused_speedup_over_chain": augment_result["fused_speedup_over_chain"],
-               "pipeline_share_of_resident": step["pipeline_share_of_resident"]}
+               "loop_headroom_over_h200_b2": step["loop_headroom_over_h200_b2"]}
     common.write_json(os.path.join(output_dir, "benchmarks.json"), payload)
     for name, variants in results.items():
         chart(variants, os.path.join(output_dir, f"{name}.png"), f"{name.replace('_', ' ')}: images/s "

@@ -54,3 +54,14 @@ def tiny_model_dir(records_dir, tmp_path_factory):
                          export_dir=str(root / "export"))
     loop.train_and_evaluate(config, log=lambda *_: None)
     return str(root / "model")
+
+
+def pytest_collection_modifyitems(items):
+    """Files marked `heavy(seconds)` (module `pytestmark`) first, longest first: with two test
+    processes (setup.cfg), the long files then run beside each other and the many short ones
+    instead of trailing alone at the end."""
+    def weight(item):
+        marker = item.get_closest_marker("heavy")
+        return -(marker.args[0] if marker and marker.args else 0)
+
+    items.sort(key=weight)

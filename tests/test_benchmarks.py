@@ -6,6 +6,8 @@ import pytest
 from benchmarks import augment, common, input_pipeline
 from conftest import make_synthetic
 
+pytestmark = pytest.mark.heavy(110)  # ~seconds here; scheduled first (tests/conftest.py)
+
 
 def test_input_pipeline_benchmark_reports_every_variant(tmp_path):
     pytest.importorskip("tf_keras", reason="pip install --no-deps -r benchmarks/requirements-reference.txt")
@@ -35,9 +37,24 @@ def test_augment_benchmark_compares_both_implementations_with_a_step():
 def test_train_step_benchmark_compares_resident_and_piped(records_dir):
     from benchmarks import train_step
 
-    result = train_step.run(records_dir, seconds=0.1, backbone="tiny", image_size=32, batch=8, log=lambda *_: None)
-    assert [v["name"] for v in result["variants"]] == ["train step, resident batch", "train step, input pipeline"]
-    assert all(v["img_per_s"] > 0 for v in result["variants"]) and result["pipeline_share_of_resident"] > 0
+    result = train_step.run(records_dir, seconds=0.1, backbone="tiny", image_size=32, batch=8, log=lambda *_: None,
+                            overhead_batch=16, overhead_steps_per_loop=5)
+    names = [v["name"] for v in result["variants"]]
+    assert names == ["train loop fixed cost (trivial model, 8 px resident batch)", "cached 32 px input alone",
+                     "train loop + trivial model on cached 32 px input", "host ceiling = min(loop, input)",
+                     "train step, input pipeline"]
+    rates = [v["img_per_s"] for v in result["variants"]]
+    assert all(rate > 0 for rate in rates) and rates[3] == min(rates[:2])
+    assert result["loop_headroom_over_h200_b2"] == rates[3] / train_step.H200_B2_128_IMG_PER_S
+
+
+def test_device_check_names_the_device_and_dtype_of_the_resample():
+    from benchmarks import train_step
+
+    lines = []
+    train_step.device_check(log=lines.append)
+    assert lines[0].startswith("augmentation on /CPU:0: output float32 on ") and "CPU:0" in lines[0]
+    assert any(line.startswith("ImageProjectiveTransformV3 float32: ran on ") for line in lines)
 
 
 def test_run_all_writes_json_charts_and_table(tmp_path):
@@ -47,6 +64,7 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     from benchmarks import run_all
 
     payload = run_all.run(str(tmp_path), seconds=0.1, num_patients=20, backbone="tiny", image_size=32, batch=8,
+                          encodings=("jpeg",),
                           log=lambda *_: None)
     assert set(payload["results"]) == {"input_pipeline", "augment", "train_step", "convert"}
     assert [v["cores"] for v in payload["results"]["convert"]][0] == 1

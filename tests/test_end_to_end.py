@@ -7,7 +7,11 @@ import csv
 import json
 import os
 
+import pytest
+
 from cli import run
+
+pytestmark = pytest.mark.heavy(60)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
 def test_demo_stages_end_to_end(tmp_path):

@@ -90,9 +90,10 @@ def test_two_workers_end_identical_and_match_one_process(even_records, tmp_path)
 
 
 def test_sigterm_to_the_launcher_stops_every_worker_each_with_its_gpus(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HELPERS]))
+    # Four GPUs visible to the launcher (faked): by default each of the two workers gets two.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, HELPERS]), CUDA_VISIBLE_DEVICES="0,1,2,3")
     launcher = subprocess.Popen([sys.executable, "-m", "tools.launch_local", "--num_workers=2", "--module=sleep_worker",
-                                 "--gpus_per_worker=2", "--", str(tmp_path), "600"], cwd=ROOT, env=env,
+                                 "--", str(tmp_path), "600"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     pids = started_pids(tmp_path, 2)
     launcher.send_signal(signal.SIGTERM)
@@ -106,6 +107,8 @@ def test_sigterm_to_the_launcher_stops_every_worker_each_with_its_gpus(tmp_path)
 def test_bad_launcher_flags_are_one_line_errors():
     assert_one_line_error(run("tools.launch_local", "--num_workers=0"), "--num_workers=0")
     assert_one_line_error(run("tools.launch_local", "--gpus_per_worker=-1"), "--gpus_per_worker")
+    assert_one_line_error(run("tools.launch_local", "--num_workers=2", env={"CUDA_VISIBLE_DEVICES": "0"}),
+                          "--num_workers=2", "1 are visible", "--share_gpus")
 
 
 def test_a_worker_failing_on_bad_flags_ends_the_launch_with_its_code(tmp_path):

@@ -10,12 +10,15 @@ launcher process stays light and the workers own their devices.
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from cxr_fast.errors import InputError
 
 
 def free_ports(count, host="127.0.0.1"):
@@ -32,6 +35,48 @@ def free_ports(count, host="127.0.0.1"):
 def tf_config(workers, index):
     """The TF_CONFIG value of worker `index` in a cluster of `workers` ("host:port" strings)."""
     return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}})
+
+
+def visible_gpus(environ=None):
+    """The GPU ids this launcher may hand out: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list."""
+    environ = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        ids = [i.strip() for i in environ["CUDA_VISIBLE_DEVICES"].split(",") if i.strip()]
+        return [] if ids[:1] == ["-1"] else ids
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, _ in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+
+
+def gpu_environments(num_workers, gpus, gpus_per_worker=0, share=False):
+    """Each worker's GPU environment entries, for `gpus` (ids) visible to the launcher.
+
+    Default: the GPUs split evenly, worker i gets the i-th block (CUDA_VISIBLE_DEVICES), since
+    every TensorFlow process reserves nearly all the memory of every GPU it sees, so a second
+    worker on the same GPUs fails.  More workers than GPUs is an error unless `share`: then
+    every worker sees every GPU with memory growth on (TF_FORCE_GPU_ALLOW_GROWTH), which fits
+    small runs.  `gpus_per_worker` asks for a block size; without visible GPUs it still assigns
+    ids 0.. (a scheduler's machine the launcher cannot inspect).
+    """
+    if share:
+        shared = {"TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+        if gpus:
+            shared["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        return [dict(shared) for _ in range(num_workers)]
+    if not gpus and not gpus_per_worker:
+        return [{} for _ in range(num_workers)]
+    gpus = gpus or [str(i) for i in range(num_workers * gpus_per_worker)]
+    per_worker = gpus_per_worker or len(gpus) // num_workers
+    if per_worker == 0 or per_worker * num_workers > len(gpus):
+        raise InputError(f"--num_workers={num_workers} with {per_worker or 1} GPU(s) each needs "
+                         f"{(per_worker or 1) * num_workers} GPUs, but {len(gpus)} are visible ({','.join(gpus)}); "
+                         "start fewer workers, or pass --share_gpus to let workers share GPUs (memory growth on)")
+    return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per_worker:(i + 1) * per_worker])} for i in range(num_workers)]
 
 
 def _stream(process, prefix, out, lock):
@@ -71,21 +116,18 @@ class LocalCluster:
 
     Each worker runs in its own session (process group), so stopping it also stops anything it
     started.  `env` entries are added to every worker's environment, TF_CONFIG to each its own,
-    and with `gpus_per_worker` each worker sees only its own GPUs (CUDA_VISIBLE_DEVICES).
+    and `worker_envs[i]` (see `gpu_environments`) to worker i's.
     """
 
-    def __init__(self, command, num_workers, env=None, out=None, grace_secs=10.0, cwd=None, gpus_per_worker=0):
+    def __init__(self, command, num_workers, env=None, out=None, grace_secs=10.0, cwd=None, worker_envs=None):
         self.workers = [f"127.0.0.1:{port}" for port in free_ports(num_workers)]
         self.grace_secs = grace_secs
         self.out = out or sys.stdout
         self.processes, self._threads, lock = [], [], threading.Lock()
         try:
             for index in range(num_workers):
-                worker_env = dict(os.environ, **(env or {}), TF_CONFIG=tf_config(self.workers, index),
-                                  PYTHONUNBUFFERED="1")
-                if gpus_per_worker:
-                    first = index * gpus_per_worker
-                    worker_env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(first, first + gpus_per_worker)))
+                worker_env = dict(os.environ, **(env or {}), **(worker_envs[index] if worker_envs else {}),
+                                  TF_CONFIG=tf_config(self.workers, index), PYTHONUNBUFFERED="1")
                 process = subprocess.Popen(command, env=worker_env, cwd=cwd, stdout=subprocess.PIPE,
                                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
                 self.processes.append(process)

@@ -1,4 +1,4 @@
-"""The reference's training augmentation, run on a batch on the replica's device.
+"""The reference's training augmentation, run on a batch on the replica's device, in float32.
 
 The reference used Keras' ImageDataGenerator with rotation_range=30, width_shift_range=0.2,
 height_shift_range=0.2, shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
@@ -12,20 +12,31 @@ mapping output pixels to input pixels about the image centre C; the flip is appl
 
 Two implementations, chosen by `AugmentConfig.impl`:
 - `fused` (default): `FusedReferenceAffine` composes exactly that matrix (flip included) per
-  image and resamples once with ImageProjectiveTransformV3.  Cheaper and sharper.
+  image and resamples once with ImageProjectiveTransformV3.  Cheaper and sharper.  Its draws
+  are stateless: a function of the seed it is given, which the trainer derives from (run seed,
+  step, replica), so replicas and workers draw independently, runs reproduce, and a resumed
+  run draws what the uninterrupted one would have.  Called without a seed it takes the next
+  one from its own Keras SeedGenerator.
 - `chain`: five keras-cv layers, RandomRotation(30/360) -> RandomTranslation(0.2, 0.2) ->
   RandomShear(y_factor=sin(0.2 deg)) -> RandomZoom(+-0.2, +-0.2) -> RandomFlip, i.e. the same
   distributions but five resamples (and keras-cv shears about the corner, not the centre).
+  keras-cv draws from its own stateful generators (one stream per replica, not keyed on the
+  step), so it is kept as the comparison for benchmarks, not for reproducible runs.
 Neither is XLA-compatible: the trainer calls them outside its jit-compiled function.
 
-Images come in as uint8 (or float) 0-255 and leave as float32 0-255; with `training=False`
-the input is only cast, never transformed.
+Both run in float32 whatever the mixed-precision policy: TensorFlow registers
+ImageProjectiveTransformV3's GPU kernel for half, float and double but not bfloat16, so under
+`mixed_bfloat16` a bfloat16 resample would run on the host.  Images come in as uint8 (or
+float) 0-255 and leave as float32 0-255; the trainer casts to the compute dtype at the model's
+input.  With `training=False` the input is only cast, never transformed.
 """
 import math
 
 import keras
 import keras_cv
 import tensorflow as tf
+
+PARAMS = ("theta", "tx", "ty", "shear", "zx", "zy", "flip")
 
 
 def affine_transforms(params, height, width):
@@ -58,7 +69,8 @@ def affine_transforms(params, height, width):
 
 
 def apply_affine(images, params, fill_mode="nearest"):
-    """Resamples a float batch once with the reference matrices of `params` (bilinear)."""
+    """Resamples a batch once, in float32, with the reference matrices of `params` (bilinear)."""
+    images = tf.cast(images, tf.float32)
     height, width = images.shape[1], images.shape[2]
     transforms = affine_transforms(params, tf.cast(height, tf.float32), tf.cast(width, tf.float32))
     return tf.raw_ops.ImageProjectiveTransformV3(
@@ -66,37 +78,37 @@ def apply_affine(images, params, fill_mode="nearest"):
         fill_mode=fill_mode.upper(), interpolation="BILINEAR")
 
 
-class FusedReferenceAffine(keras_cv.layers.VectorizedBaseImageAugmentationLayer):
-    """keras-cv layer: the reference's rotation, shifts, shear, zoom and flip as one resample."""
+class FusedReferenceAffine(keras.layers.Layer):
+    """The reference's rotation, shifts, shear, zoom and flip as one float32 resample per image."""
 
     def __init__(self, rotation_deg=30.0, width_shift=0.2, height_shift=0.2, shear_deg=0.2, zoom=0.2,
                  horizontal_flip=True, fill_mode="nearest", seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.rotation_deg, self.width_shift, self.height_shift = rotation_deg, width_shift, height_shift
         self.shear_deg, self.zoom, self.horizontal_flip = shear_deg, zoom, horizontal_flip
         self.fill_mode, self.seed = fill_mode, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def get_random_transformation_batch(self, batch_size, images=None, **kwargs):
-        def uniform(bound, center=0.0):
-            return self._random_generator.uniform([batch_size], center - bound, center + bound)
-
-        height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
-        flip = self._random_generator.uniform([batch_size]) < 0.5
+    def draw(self, batch_size, height, width, seed):
+        """The batch's parameters, a pure function of `seed` ([2] integers) and the shape."""
+        u = tf.random.stateless_uniform([len(PARAMS), batch_size], seed=tf.cast(seed, tf.int64), minval=-1.0,
+                                        maxval=1.0)
+        height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
         return {
-            "theta": uniform(self.rotation_deg) * (math.pi / 180),
-            "tx": uniform(self.height_shift) * height,
-            "ty": uniform(self.width_shift) * width,
-            "shear": uniform(self.shear_deg) * (math.pi / 180),
-            "zx": uniform(self.zoom, 1.0),
-            "zy": uniform(self.zoom, 1.0),
-            "flip": tf.logical_and(flip, self.horizontal_flip),
+            "theta": u[0] * self.rotation_deg * (math.pi / 180),
+            "tx": u[1] * self.height_shift * height,
+            "ty": u[2] * self.width_shift * width,
+            "shear": u[3] * self.shear_deg * (math.pi / 180),
+            "zx": 1.0 + u[4] * self.zoom,
+            "zy": 1.0 + u[5] * self.zoom,
+            "flip": tf.logical_and(u[6] < 0.0, self.horizontal_flip),
         }
 
-    def augment_images(self, images, transformations, **kwargs):
-        return apply_affine(images, transformations, self.fill_mode)
-
-    def augment_labels(self, labels, transformations, **kwargs):
-        return labels
+    def call(self, images, seed=None):
+        if seed is None:
+            seed = self.seed_generator.next()
+        shape = tf.shape(images)
+        return apply_affine(images, self.draw(shape[0], shape[1], shape[2], seed), self.fill_mode)
 
     def get_config(self):
         return {**super().get_config(), "rotation_deg": self.rotation_deg, "width_shift": self.width_shift,
@@ -105,28 +117,29 @@ class FusedReferenceAffine(keras_cv.layers.VectorizedBaseImageAugmentationLayer)
 
 
 def keras_cv_chain(config, seed=None):
-    """The same augmentation as five keras-cv layers (five resamples)."""
-    fill = {"fill_mode": config.fill_mode}
+    """The same augmentation as five keras-cv layers (five resamples), in float32."""
+    common = {"seed": seed, "dtype": "float32"}
+    fill = {"fill_mode": config.fill_mode, **common}
     zoom = (-config.zoom, config.zoom)
     layers = [
-        keras_cv.layers.RandomRotation(config.rotation_deg / 360, seed=seed, **fill),
-        keras_cv.layers.RandomTranslation(config.height_shift, config.width_shift, seed=seed, **fill),
-        keras_cv.layers.RandomShear(y_factor=math.sin(math.radians(config.shear_deg)), seed=seed, **fill)
+        keras_cv.layers.RandomRotation(config.rotation_deg / 360, **fill),
+        keras_cv.layers.RandomTranslation(config.height_shift, config.width_shift, **fill),
+        keras_cv.layers.RandomShear(y_factor=math.sin(math.radians(config.shear_deg)), **fill)
         if config.shear_deg else None,
-        keras_cv.layers.RandomZoom(zoom, zoom, seed=seed, **fill),
-        keras_cv.layers.RandomFlip("horizontal", seed=seed) if config.horizontal_flip else None,
+        keras_cv.layers.RandomZoom(zoom, zoom, **fill),
+        keras_cv.layers.RandomFlip("horizontal", **common) if config.horizontal_flip else None,
     ]
     return keras.Sequential([layer for layer in layers if layer is not None], name="keras_cv_chain")
 
 
 class Augmentation(keras.layers.Layer):
-    """What the trainer calls: the configured augmentation when training, a float cast otherwise.
+    """What the trainer calls: the configured augmentation when training, a float32 cast otherwise.
 
-    Build it inside `strategy.scope()` so that each replica draws its own random stream.
+    `seed` ([2] integers) keys the fused layer's draws; the trainer passes one per (step, replica).
     """
 
     def __init__(self, config, seed=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})
         self.config = config
         self.transform = None
         if config.kind == "reference":
@@ -139,8 +152,10 @@ class Augmentation(keras.layers.Layer):
             self.transform.build(input_shape)
         self.built = True
 
-    def call(self, images, training=None):
+    def call(self, images, training=None, seed=None):
         images = tf.cast(images, tf.float32)
         if not training or self.transform is None:
             return images
+        if isinstance(self.transform, FusedReferenceAffine):
+            return self.transform(images, seed=seed)
         return self.transform(images)

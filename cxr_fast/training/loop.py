@@ -157,7 +157,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
         while step_in_epoch < steps_per_epoch:
             count = min(steps_per_loop, steps_per_epoch - step_in_epoch)
             loop_start = time.time()
-            loop = steps.train_loop(iterator, tf.constant(count)).numpy()
+            loop = steps.train_loop(iterator, tf.constant(count), tf.constant(global_step, tf.int64)).numpy()
             elapsed = time.time() - loop_start
             totals += loop
             step_in_epoch += count
@@ -171,7 +171,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
                 log(f"epoch {epoch + 1}/{config.epochs} step {step_in_epoch}/{steps_per_epoch} "
                     f"loss {totals[0] / totals[2]:.4f} acc {totals[1] / totals[2]:.3f} | "
                     f"{loop[2] / elapsed:,.0f} img/s, input wait {100 * loop[3] / elapsed:.1f}%")
-            if step_in_epoch < steps_per_epoch and time.time() - last_checkpoint >= config.checkpoint_every_secs:
+            if step_in_epoch < steps_per_epoch and _checkpoint_due(steps, workers, time.time() - last_checkpoint,
+                                                                   config.checkpoint_every_secs):
                 checkpoint(totals.tolist())
                 last_checkpoint = time.time()
                 log(f"checkpoint saved at epoch {epoch + 1}, step {step_in_epoch}")
@@ -214,6 +215,18 @@ def _check_same_start(steps, position, model_dir):
         raise ClusterError(f"the workers resume from different steps ({sorted({int(s) for s in starts})}): "
                            f"--model_dir={model_dir} must be a file system every worker reads (such as NFS), "
                            "and all workers need the same --model_dir")
+
+
+def _checkpoint_due(steps, workers, seconds_since, every_secs):
+    """Whether to save a mid-epoch checkpoint now: the chief's clock decides for every worker.
+
+    Saving is collective, so a worker whose own clock said "not yet" would leave the others
+    waiting in the save; one gather per loop call (only with several workers) shares the answer.
+    """
+    due = seconds_since >= every_secs
+    if workers > 1:
+        due = bool(steps.gather([float(due)])[0, 0])
+    return due
 
 
 def _agreed(steps, logs):

@@ -1,18 +1,35 @@
 """The model, its optimizer and the compiled step functions of a run, built in a strategy's scope.
 
-Used by the trainer, the train-step benchmark and the tests, so that all three run the same
-step.  Per replica: augmentation on the replica's device (not XLA-compatible, so outside the
-compiled function) -> forward/backward under `jit_compile` when the device gains from XLA,
-loss weighted per class and averaged over the GLOBAL batch (so summing replicas' gradients
-gives the one-device update) and scaled for float16 -> optimizer update (cross-replica sum).
-`train_loop` runs `steps` such steps in one tf.function call, as Orbit does, so Python's
-per-step overhead does not cap a fast accelerator, and it times the wait for input.
+Used by the trainer, the train-step benchmarks and the tests, so that all of them run the same
+step.  Per replica: seed this replica's random streams -> augmentation in float32 on the
+replica's device (not XLA-compatible, so outside the compiled function) -> cast to the compute
+dtype -> forward/backward under `jit_compile` when the device gains from XLA, loss weighted per
+class and averaged over the GLOBAL batch (so summing replicas' gradients gives the one-device
+update) and scaled for float16 -> optimizer update (cross-replica sum).
 
+Randomness: every draw of a step is a function of (seed, step, replica).  The replica id is
+global under MultiWorkerMirroredStrategy, so workers differ too.  Augmentation takes its seed
+as an argument; Keras' Dropout draws from a SeedGenerator whose state is a mirrored variable
+(the same on every replica: the same masks everywhere), so each replica writes its own state
+into its local copy before the forward pass.  Runs reproduce from --seed and a resumed run draws
+what the uninterrupted one would have.
+
+float16 loss scaling: Keras' LossScaleOptimizer decides "finite" from the calling replica's own
+gradients, before the cross-replica sum, so an overflow on one replica would be summed into the
+others' update (or the replicas would take different branches and the all-reduce would hang).
+`AgreedLossScaleOptimizer` all-reduces that decision: every replica skips the step and lowers
+the scale together.
+
+`train_loop` runs `steps` steps in one tf.function call, as Orbit does, so Python's per-step
+overhead does not cap a fast accelerator; each replica adds its loss, correct count and
+examples to a SUM-on-read variable, read (one reduction) once per call, not once per step.
+`predict` spreads an evaluation batch over all replicas and gathers the probabilities in order.
 BatchNorm's moving statistics are updated per replica (as `model.fit` does), so replicas drift
-apart; `sync_moving_statistics` averages them (Flax's imagenet example does the same before
-evaluating), so every worker evaluates, checkpoints and decides on the same weights.
-`gather` collects a host value from every replica, for checks that all workers agree.
+apart; `sync_moving_statistics` averages them, so every worker evaluates, checkpoints and
+decides on the same weights.  `gather` collects a host value from every replica.
 """
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -21,31 +38,85 @@ from cxr_fast.training import augment
 from cxr_fast.training import model as model_lib
 
 
+@keras.saving.register_keras_serializable(package="cxr_fast")
+class AgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """LossScaleOptimizer whose overflow check is the same on every replica (any overflow skips)."""
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        overflowed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(overflowed, 0.0)
+
+
+def seed_generators(model):
+    """Every Keras SeedGenerator of the model's layers (Dropout's), nested models included, in order."""
+    found = []
+
+    def walk(layer):
+        for sub in getattr(layer, "layers", ()):
+            walk(sub)
+        generator = getattr(layer, "seed_generator", None)
+        if isinstance(generator, keras.random.SeedGenerator):
+            found.append(generator)
+
+    walk(model)
+    return found
+
+
 class Steps:
-    def __init__(self, config, strategy, class_weights, policy="float32", jit=False):
+    def __init__(self, config, strategy, class_weights, policy="float32", jit=False, build_model=None):
         self.strategy = strategy
         self.global_batch = config.data.global_batch_size
+        self.seed = config.seed
         with strategy.scope():
-            self.model, self.backbone = model_lib.build_model(config.model)
+            self.model, self.backbone = (build_model or model_lib.build_model)(config.model)
             optimizer = keras.optimizers.Adam(config.learning_rate)
             if policy == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer = AgreedLossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)  # before the first step, inside the scope
             self.model.compile(optimizer=optimizer, loss="binary_crossentropy")  # attaches it for callbacks
             self.optimizer = optimizer
             self.augmentation = augment.Augmentation(config.augment, seed=config.seed)
             self.position = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                              for name in ("epoch", "step_in_epoch", "global_step")}
+            # loss sum, correct, examples: each replica adds its own, reading sums them (one reduction)
+            self._sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False,
+                                     synchronization=tf.VariableSynchronization.ON_READ,
+                                     aggregation=tf.VariableAggregation.SUM)
+        self.compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
         self.weight_table = tf.constant(class_weights, tf.float32)
+        self._generators = seed_generators(self.model)
         self.forward_backward = tf.function(self._forward_backward, jit_compile=jit)
         self.train_loop = tf.function(self._train_loop)
-        self.predict = tf.function(lambda images: self.model(images, training=False), jit_compile=jit)
+        self._predict_replica = tf.function(self._predict_on_replica, jit_compile=jit)
+        self._predict_all = tf.function(self._predict_distributed)
         self._statistics = [variable for layer in self.backbone.layers
                             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
                             for variable in (layer.moving_mean, layer.moving_variance)]
         self._sync = tf.function(self._sync_statistics)
         self._gather = tf.function(self._gather_values)
 
+    # ---- randomness
+    def replica_seed(self, step):
+        """This replica's seed at `step`: [seed, step * replicas + replica], replica global over workers."""
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64) * replicas + replica])
+
+    def replica_inputs(self, images, step):
+        """Seeds this replica's dropout for `step` and returns its augmented batch in the compute dtype."""
+        seed = self.replica_seed(step)
+        for index, generator in enumerate(self._generators):
+            fold = tf.random.experimental.stateless_fold_in(seed, index + 1)
+            generator.state.assign(tf.cast(fold, generator.state.dtype))  # this replica's own copy
+        images = self.augmentation(images, training=True, seed=tf.random.experimental.stateless_fold_in(seed, 0))
+        return tf.cast(images, self.compute_dtype)
+
+    # ---- statistics and agreement across replicas
     def _sync_statistics(self):
         def replica_fn():
             # One batched all-reduce; tf.identity gives MultiWorkerMirroredStrategy a tensor with a device.
@@ -72,6 +143,7 @@ class Steps:
             return values[None]
         return self._gather(tf.constant(values)).numpy()
 
+    # ---- training
     def _forward_backward(self, images, labels):
         with tf.GradientTape() as tape:
             probs = tf.reshape(self.model(images, training=True), [-1])
@@ -81,22 +153,49 @@ class Steps:
             scaled = self.optimizer.scale_loss(loss)
         return tape.gradient(scaled, self.model.trainable_variables), weighted, probs
 
-    def replica_step(self, images, labels):
-        """One step on one replica; returns [weighted loss sum, correct, examples]."""
-        images = self.augmentation(images, training=True)
-        grads, weighted, probs = self.forward_backward(images, labels)
+    def replica_step(self, images, labels, step):
+        """One step on one replica; adds [weighted loss sum, correct, examples] to the loop's sums."""
+        grads, weighted, probs = self.forward_backward(self.replica_inputs(images, step), labels)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(probs >= 0.5, tf.float32), labels), tf.float64))
-        return tf.stack([tf.reduce_sum(tf.cast(weighted, tf.float64)), correct, tf.cast(tf.size(labels), tf.float64)])
+        self._sums.assign_add(tf.stack([tf.reduce_sum(tf.cast(weighted, tf.float64)), correct,
+                                        tf.cast(tf.size(labels), tf.float64)]))
 
-    def _train_loop(self, iterator, steps):
-        """`steps` steps in one call; returns [loss sum, correct, examples, seconds waiting for input]."""
-        totals = tf.zeros([4], tf.float64)
-        for _ in tf.range(steps):
+    def _train_loop(self, iterator, steps, first_step):
+        """Steps first_step .. first_step + steps - 1 in one call.
+
+        Returns [loss sum, correct, examples, seconds waiting for input], summed over replicas.
+        """
+        self.strategy.run(lambda: self._sums.assign(tf.zeros([3], tf.float64)))
+        waited = tf.constant(0.0, tf.float64)
+        for step in tf.range(steps, dtype=tf.int64):
             start = tf.timestamp()
             images, labels = next(iterator)
-            waited = tf.timestamp() - start
-            per_replica = self.strategy.run(self.replica_step, (images, labels))
-            sums = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-            totals += tf.concat([sums, [waited]], axis=0)
-        return totals
+            waited += tf.timestamp() - start
+            self.strategy.run(self.replica_step, (images, labels, first_step + step))
+        return tf.concat([tf.identity(self._sums), [waited]], axis=0)
+
+    # ---- evaluation
+    def _predict_on_replica(self, images):
+        return tf.reshape(self.model(tf.cast(images, self.compute_dtype), training=False), [-1])
+
+    def _predict_distributed(self, per_replica_images):
+        probs = self.strategy.run(self._predict_on_replica, (per_replica_images,))
+        return self.strategy.gather(probs, axis=0)
+
+    def predict(self, images):
+        """Probabilities [B] of a batch in evaluation mode, computed across all replicas, in order.
+
+        Every worker passes the same batch; each replica scores its slice (the batch padded to a
+        multiple of the replicas) and the slices are gathered back in replica order.
+        """
+        replicas = self.strategy.num_replicas_in_sync
+        if replicas == 1:
+            return self._predict_replica(images)
+        count = int(images.shape[0])
+        per_replica = math.ceil(count / replicas)
+        padded = tf.concat([images, tf.zeros([per_replica * replicas - count, *images.shape[1:]], images.dtype)], 0)
+        values = self.strategy.experimental_distribute_values_from_function(
+            lambda context: padded[context.replica_id_in_sync_group * per_replica:
+                                   (context.replica_id_in_sync_group + 1) * per_replica])
+        return self._predict_all(values)[:count]

@@ -4,8 +4,11 @@ import os
 import sys
 import time
 
+import pytest
+
 from cli import ROOT, Lines, alive, started_pids
 from cxr_fast.distributed import cluster
+from cxr_fast.errors import InputError
 
 # Prints its index, records its pid and its child's; worker 1 fails after a delay, the rest sleep.
 WORKER = os.path.join(ROOT, "tests", "helpers", "sleep_worker.py")
@@ -47,3 +50,31 @@ def test_stop_ends_every_worker(tmp_path):
     pids = started_pids(tmp_path, 2)
     local.stop()
     assert not [pid for pid in pids if alive(pid)]
+
+
+def test_visible_gpus_from_the_environment():
+    assert cluster.visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 3,5"}) == ["2", "3", "5"]
+    assert cluster.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+    assert cluster.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}) == []
+
+
+def test_gpus_are_split_evenly_by_default():
+    eight = [str(i) for i in range(8)]
+    assert cluster.gpu_environments(2, eight) == [{"CUDA_VISIBLE_DEVICES": "0,1,2,3"},
+                                                  {"CUDA_VISIBLE_DEVICES": "4,5,6,7"}]
+    assert cluster.gpu_environments(3, eight) == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"},
+                                                  {"CUDA_VISIBLE_DEVICES": "4,5"}]
+    assert cluster.gpu_environments(2, ["4", "7"]) == [{"CUDA_VISIBLE_DEVICES": "4"}, {"CUDA_VISIBLE_DEVICES": "7"}]
+    assert cluster.gpu_environments(2, eight, gpus_per_worker=1) == [{"CUDA_VISIBLE_DEVICES": "0"},
+                                                                     {"CUDA_VISIBLE_DEVICES": "1"}]
+    assert cluster.gpu_environments(2, []) == [{}, {}]  # CPU machine: nothing to assign
+    assert cluster.gpu_environments(2, [], gpus_per_worker=2)[1] == {"CUDA_VISIBLE_DEVICES": "2,3"}
+
+
+def test_more_workers_than_gpus_needs_sharing():
+    with pytest.raises(InputError, match=r"--num_workers=3 .* needs 3 GPUs, but 2 are visible .*--share_gpus"):
+        cluster.gpu_environments(3, ["0", "1"])
+    with pytest.raises(InputError, match="needs 8 GPUs"):
+        cluster.gpu_environments(2, ["0", "1"], gpus_per_worker=4)
+    shared = cluster.gpu_environments(3, ["0", "1"], share=True)
+    assert shared == [{"CUDA_VISIBLE_DEVICES": "0,1", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}] * 3

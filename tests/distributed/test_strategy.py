@@ -14,6 +14,8 @@ from cxr_fast.distributed import cluster
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.errors import InputError
 
+pytestmark = pytest.mark.heavy(90)  # ~seconds here; scheduled first (tests/conftest.py)
+
 
 def test_cpu_defaults_are_float32_without_xla():
     assert not tf.config.list_physical_devices("GPU")

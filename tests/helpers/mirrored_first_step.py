@@ -12,6 +12,7 @@ import tensorflow as tf
 tf.config.set_logical_device_configuration(
     tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
@@ -20,14 +21,14 @@ from cxr_fast.training.steps import Steps  # noqa: E402
 
 def updated_weights(strategy, initial, images, labels, config):
     steps = Steps(config, strategy, class_weights=[2.0, 0.5])
-    for layer in steps.model._flatten_layers():  # dropout masks cannot agree across strategies
-        if hasattr(layer, "rate"):
+    for layer in [*steps.model.layers, *steps.backbone.layers]:  # dropout masks cannot agree across strategies
+        if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
     steps.model.set_weights(initial)
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
-    totals = steps.train_loop(iterator, tf.constant(1)).numpy()
-    return [m.numpy() for m in steps.optimizer._momentums], totals
+    totals = steps.train_loop(iterator, tf.constant(1), tf.constant(0, tf.int64)).numpy()
+    return [v.numpy() for v in steps.optimizer.variables if v.name.endswith("_momentum")], totals
 
 
 def main(freeze_fraction):

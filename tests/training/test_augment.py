@@ -3,6 +3,7 @@ reference's own affine formula, dtype and range, and the same result eagerly, in
 a tf.function."""
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -133,7 +134,7 @@ def test_seeded_layer_same_eagerly_in_tf_data_and_tf_function(impl):
 
 def test_fused_draws_cover_the_reference_ranges():
     layer = augment.FusedReferenceAffine(seed=0)
-    params = layer.get_random_transformation_batch(4000, images=tf.zeros([4000, 100, 50, 1]))
+    params = layer.draw(4000, 100, 50, seed=tf.constant([0, 0]))
     assert -30 <= math.degrees(float(tf.reduce_min(params["theta"]))) < -29
     assert 29 < math.degrees(float(tf.reduce_max(params["theta"]))) <= 30
     assert 19 < float(tf.reduce_max(params["tx"])) <= 20  # 0.2 * 100 rows
@@ -141,6 +142,37 @@ def test_fused_draws_cover_the_reference_ranges():
     assert float(tf.reduce_max(tf.abs(params["shear"]))) <= math.radians(0.2)
     assert abs(float(np.corrcoef(params["zx"].numpy(), params["zy"].numpy())[0, 1])) < 0.1  # independent
     assert 0.45 < float(tf.reduce_mean(tf.cast(params["flip"], tf.float32))) < 0.55
+
+
+def test_fused_draws_are_a_function_of_the_seed():
+    layer = augment.FusedReferenceAffine()
+    images = _images(batch=8)
+    first = layer(images, seed=tf.constant([42, 5])).numpy()
+    np.testing.assert_array_equal(augment.FusedReferenceAffine()(images, seed=tf.constant([42, 5])).numpy(), first)
+    assert not np.allclose(layer(images, seed=tf.constant([42, 6])).numpy(), first)
+    assert not np.allclose(layer(images, seed=tf.constant([43, 5])).numpy(), first)
+
+
+def _resample_dtypes(function, *args):
+    """The dtypes of every ImageProjectiveTransformV3 in the traced graph of `function(*args)`."""
+    graph = tf.function(function).get_concrete_function(*args).graph.as_graph_def()
+    nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+    return [tf.dtypes.as_dtype(node.attr["dtype"].type) for node in nodes if node.op == "ImageProjectiveTransformV3"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("impl", ["fused", "chain"])
+def test_augmentation_resamples_in_float32_under_mixed_precision(policy, impl):
+    # TensorFlow has no bfloat16 GPU kernel for this op: in bfloat16 it would run on the host.
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = augment.Augmentation(AugmentConfig(impl=impl), seed=1)
+        images = _images(batch=4)
+        dtypes = _resample_dtypes(lambda x: layer(x, training=True), images)
+        assert dtypes and set(dtypes) == {tf.float32}
+        assert layer(images, training=True).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_bad_settings_name_the_flag():

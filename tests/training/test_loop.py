@@ -11,6 +11,8 @@ from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.data import pipeline
 from cxr_fast.training import loop
 
+pytestmark = pytest.mark.heavy(190)  # ~seconds here; scheduled first (tests/conftest.py)
+
 
 def tiny_config(records, model_dir, **overrides):
     settings = dict(model_dir=str(model_dir), data=DataConfig(data_dir=records, image_size=32, global_batch_size=32),
@@ -115,3 +117,10 @@ def test_epoch_logs_are_averaged_over_workers():
     agreed = loop._agreed(_Workers([0.5, 10.0], [0.5000001, 12.0]), logs)
     assert agreed["val_auc"] is None and agreed["seconds"] == 11.0
     assert agreed["val_loss"] == pytest.approx(0.50000005)
+
+
+def test_the_chiefs_clock_decides_mid_epoch_checkpoints():
+    # worker rows: [chief due?], [this worker due?]; saving is collective, so all follow the chief
+    assert loop._checkpoint_due(_Workers([1.0], [0.0]), 2, seconds_since=0.0, every_secs=600) is True
+    assert loop._checkpoint_due(_Workers([0.0], [1.0]), 2, seconds_since=900.0, every_secs=600) is False
+    assert loop._checkpoint_due(None, 1, seconds_since=900.0, every_secs=600) is True

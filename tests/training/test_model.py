@@ -1,4 +1,5 @@
 """The classifier: reference head, parameter counts, freezing, input handling, weights loading."""
+import keras
 import numpy as np
 import pytest
 
@@ -85,3 +86,14 @@ def test_bn_momentum_option():
 def test_head_dropout_option_sets_both_rates():
     model, _ = model_lib.build_model(ModelConfig(backbone="B0", image_size=32, weights="none", head_dropout=(0.1, 0.0)))
     assert model.get_layer("dropout_03").rate == 0.1 and model.get_layer("dropout_02").rate == 0.0
+
+
+def test_tiny_backbone_for_plumbing_checks():
+    config = ModelConfig(backbone="tiny", image_size=32, weights="none")
+    model, backbone = model_lib.build_model(config.validate())
+    assert backbone.name == "tiny" and isinstance(model.layers[2], keras.Model)  # nested, as Grad-CAM expects
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in backbone.layers) == 3
+    assert model.predict(np.full((2, 32, 32, 1), 255, np.uint8), verbose=0).shape == (2, 1)
+    assert model_lib.parameter_report(model, backbone, config)["backbone"] == "tiny CNN"
+    with pytest.raises(InputError, match="--backbone=tiny has no ImageNet weights"):
+        ModelConfig(backbone="tiny").validate()

@@ -1,45 +1,62 @@
-"""The step functions under MirroredStrategy: the same update as one device with the same global batch."""
-import json
-import os
-import subprocess
-import sys
+"""The step functions in one process: mixed precision (float32 augmentation, compute dtype at the
+model's input, a full B0 step per policy) and the XLA-compiled forward/backward."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
-from cli import ROOT
+from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from cxr_fast.training.steps import Steps
 
-
-def test_mirrored_on_two_cpus_matches_one_device():
-    # A fresh process: logical devices must be set before TensorFlow initializes them.
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "mirrored_first_step.py"), "1.0"],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["replicas"] == 2
-    assert abs(report["loss_one"] - report["loss_two"]) < 1e-5
-    # Adam's first moment is 0.1 x the gradient summed over replicas, each scaled by the global batch.
-    assert report["max_moment"] > 1e-3
-    assert report["max_difference"] < 1e-4 * report["max_moment"]
+pytestmark = pytest.mark.heavy(100)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
-def test_mixed_float16_step_scales_the_loss_and_stays_finite():
-    import keras
-    import numpy as np
-    import tensorflow as tf
+def _config(backbone="B0", augment="reference", batch=4):
+    return TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=batch),
+                       model=ModelConfig(backbone=backbone, image_size=32, weights="none"),
+                       augment=AugmentConfig(kind=augment))
 
-    from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-    from cxr_fast.training.steps import Steps
 
-    config = TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=4),
-                         model=ModelConfig(backbone="B0", image_size=32, weights="none"), augment=AugmentConfig())
-    keras.mixed_precision.set_global_policy("mixed_float16")
+def _nodes(concrete):
+    graph = concrete.graph.as_graph_def()
+    return list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+
+
+def _one_batch(strategy, batch=4):
+    images = np.random.default_rng(0).integers(0, 255, (batch, 32, 32, 1)).astype(np.uint8)
+    labels = tf.constant([0.0, 1.0] * (batch // 2))
+    return iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)).repeat()))
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_step_augments_in_float32_and_feeds_the_compute_dtype(policy):
+    keras.mixed_precision.set_global_policy(policy)
     try:
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-        steps = Steps(config, strategy, [1.0, 1.0], policy="mixed_float16")
-        assert isinstance(steps.optimizer, keras.optimizers.LossScaleOptimizer)
+        steps = Steps(_config(), strategy, [1.0, 1.0], policy=policy)
         assert steps.model.get_layer("pneumonia").dtype_policy.compute_dtype == "float32"  # sigmoid in float32
-        images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 1)).astype(np.uint8)
-        dataset = tf.data.Dataset.from_tensors((images, tf.constant([0.0, 1.0, 1.0, 0.0]))).repeat()
-        totals = steps.train_loop(iter(strategy.experimental_distribute_dataset(dataset)), tf.constant(2)).numpy()
-        assert np.isfinite(totals).all() and totals[2] == 8
+        assert isinstance(steps.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+        iterator = _one_batch(strategy)
+        totals = steps.train_loop(iterator, tf.constant(2), tf.constant(0, tf.int64)).numpy()
+        assert np.isfinite(totals).all() and totals[2] == 8  # a full B0 step at this policy, twice
+        nodes = _nodes(steps.train_loop.get_concrete_function(iterator, tf.constant(2), tf.constant(0, tf.int64)))
+        resamples = [tf.dtypes.as_dtype(n.attr["dtype"].type) for n in nodes if n.op == "ImageProjectiveTransformV3"]
+        assert resamples == [tf.float32]
+        forward = [n for n in nodes if n.op.endswith("PartitionedCall") and "forward_backward" in n.attr["f"].func.name]
+        assert forward and tf.dtypes.as_dtype(forward[0].attr["Tin"].list.type[0]) == policy.split("_")[1]
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_xla_step_compiles_and_trains():
+    # The path GPUs take by default (--jit_compile=auto): forward/backward compiled by XLA (here on the CPU).
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    steps = Steps(_config(backbone="tiny"), strategy, [1.0, 1.0], jit=True)
+    before = [w.numpy() for w in steps.model.trainable_weights]
+    totals = steps.train_loop(_one_batch(strategy), tf.constant(3), tf.constant(0, tf.int64)).numpy()
+    assert np.isfinite(totals).all() and totals[2] == 12
+    assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, steps.model.trainable_weights))
+    hlo = steps.forward_backward.experimental_get_compiler_ir(tf.zeros([4, 32, 32, 1]), tf.zeros([4]))(stage="hlo")
+    assert hlo.startswith("HloModule")  # only jit-compiled functions have an XLA program
+    probs = steps.predict(tf.zeros([5, 32, 32, 1], tf.uint8)).numpy()
+    assert probs.shape == (5,) and np.isfinite(probs).all()
