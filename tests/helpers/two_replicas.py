@@ -28,7 +28,8 @@ STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 def tiny_model(config):
     """GAP -> Dense -> Dropout -> Dense: enough to see loss scaling and dropout, built in a second."""
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
-    x = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(inputs))
+    x = keras.layers.Rescaling(1 / 255)(inputs)  # outputs stay off the sigmoid's flat ends, so masks show
+    x = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(x))
     x = keras.layers.Dense(32, activation="relu")(x)
     x = keras.layers.Dropout(0.5)(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x)
