@@ -84,12 +84,13 @@ def _setup(data_dir, backbone, image_size, batch, augment, cache):
     record_set = pipeline.open_record_set(data_dir)
     strategy = strategy_lib.make_strategy("auto")
     dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, config.data))
-    return config, strategy, loop.class_weights(record_set, "balanced"), iter(dataset)
+    return config, strategy, record_set, iter(dataset)
 
 
 def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=50, log=print):
     """(a): the loop's fixed cost, the cached input alone, both together; and the host ceiling's headroom."""
-    config, strategy, weights, iterator = _setup(data_dir, "tiny", image_size, batch, "none", "memory")
+    config, strategy, record_set, iterator = _setup(data_dir, "tiny", image_size, batch, "none", "memory")
+    weights = loop.class_weights(record_set, "balanced")
     settings = {"model": "global average pool + dense", "batch": batch, "augment": "none",
                 "steps_per_loop": steps_per_loop}
     tiny = dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=8),
@@ -98,7 +99,6 @@ def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=5
     resident = (tf.zeros([batch, 8, 8, 1], tf.uint8), tf.cast(tf.range(batch) % 2, tf.float32))
     fixed = _rate(steps, iter(strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(resident).repeat())), seconds, steps_per_loop)
-    record_set = pipeline.open_record_set(data_dir)
     feed = common.dataset_images_per_second(pipeline.train_dataset(record_set, config.data), seconds,
                                             batches_per_call=steps_per_loop)
     both = _rate(Steps(config, strategy, weights, build_model=trivial_model), iterator, seconds, steps_per_loop)
@@ -120,8 +120,8 @@ def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=5
 def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_loop=1, log=print,
         overhead_batch=256, overhead_steps_per_loop=50):
     overhead = loop_overhead(data_dir, seconds, image_size, overhead_batch, overhead_steps_per_loop, log)
-    config, strategy, weights, iterator = _setup(data_dir, backbone, image_size, batch, "reference", "auto")
-    steps = Steps(config, strategy, weights, strategy_lib.choose_precision("auto"), strategy_lib.choose_jit("auto"))
+    config, strategy, record_set, iterator = _setup(data_dir, backbone, image_size, batch, "reference", "auto")
+    steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"), strategy_lib.choose_jit("auto"))
     step = _rate(steps, iterator, seconds, steps_per_loop)
     log(f"train step fed by the input pipeline: {step:,.1f} img/s")
     settings = {"backbone": backbone, "image_size": image_size, "batch": batch, "augment": "reference fused",

@@ -124,7 +124,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
     iterator = iter(strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, data_config)))
 
     def validate():
-        """Every worker scores the whole val split locally (each record once) on the same weights."""
+        """Every worker reads the whole val split; all replicas score it together (each record once, in order)."""
         steps.sync_moving_statistics()
         labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "val", config.data), steps.predict)
         return metrics.binary_metrics(labels, probs)
