@@ -109,6 +109,23 @@ def _stop(processes, grace_secs):
     _signal_groups(processes, signal.SIGKILL)
     for process in processes:
         process.wait()
+    deadline = time.time() + 5  # SIGKILL is delivered asynchronously: wait until the groups are gone
+    while _live_group_members({p.pid for p in processes}) and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def _live_group_members(groups):
+    """Pids of processes (not zombies) in the process groups `groups`, from /proc (empty elsewhere)."""
+    live = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    if fields[0] != "Z" and int(fields[2]) in groups:
+                        live.append(int(entry))
+    return live
 
 
 class LocalCluster:

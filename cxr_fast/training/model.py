@@ -12,6 +12,7 @@ Freezing sets `trainable = False` on the first N backbone layers; a frozen Batch
 layer in Keras 3 also runs in inference mode, so its statistics stay those of the weights.
 """
 import os
+import warnings
 
 import keras
 
@@ -75,10 +76,14 @@ def load_weights(backbone, path):
     if not os.path.isfile(path):
         raise InputError(f"--weights={path}: no such file")
     try:
-        backbone.load_weights(path)
+        with warnings.catch_warnings(record=True) as caught:  # a misfit warns once per layer, then fails
+            warnings.simplefilter("always")
+            backbone.load_weights(path)
     except Exception as err:
         raise InputError(f"--weights={path} does not fit the backbone {backbone.name} at input "
                          f"{backbone.input_shape[1:]} ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def freeze_count(config, num_layers):
