@@ -14,6 +14,9 @@
       ceiling / one H200's EfficientNetB2-128 rate, target >= 10x.
 (b) The real step: the configured backbone with the reference augmentation, fed by the input
     pipeline, on this machine's device (on a CPU this measures the CPU, not the loop).
+(c) Precise BatchNorm statistics (`--precise_bn_batches`, run before every validation) on the
+    same model: seconds per pass, and what that adds to an epoch of this record set and of
+    Kermany's 5,216 training films at that batch (model 2: --freeze_fraction=0.7).
 
 On a GPU host, `--device_check` first prints where the augmentation's resample runs and in
 which dtype (see BUILD.md, Known limits: what only a GPU can confirm).
@@ -76,10 +79,15 @@ def device_check(log=print):
                 log(f"ImageProjectiveTransformV3 {dtype.name}: no kernel ({err.message.splitlines()[0][:120]})")
 
 
-def _setup(data_dir, backbone, image_size, batch, augment, cache):
+# The training split the reference used (Kermany's train folder).
+KERMANY_TRAIN_FILMS = 5216
+
+
+def _setup(data_dir, backbone, image_size, batch, augment, cache, freeze_fraction=0.0):
     config = TrainConfig(model_dir="unused", data=DataConfig(data_dir=data_dir, image_size=image_size,
                                                              global_batch_size=batch, cache=cache),
-                         model=ModelConfig(backbone=backbone, image_size=image_size, weights="none"),
+                         model=ModelConfig(backbone=backbone, image_size=image_size, weights="none",
+                                           freeze_fraction=freeze_fraction),
                          augment=AugmentConfig(kind=augment))
     record_set = pipeline.open_record_set(data_dir)
     strategy = strategy_lib.make_strategy("auto")
@@ -117,18 +125,43 @@ def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=5
              "settings": {"target": f">= {HEADROOM_TARGET:g}x {H200_B2_128_IMG_PER_S:,.0f}"}}]
 
 
+def precise_statistics_cost(steps, strategy, record_set, config, batches, step_rate, log=print):
+    """(c): one precise-statistics pass of `batches` batches (after a warm-up pass), and its share of an epoch."""
+    sample = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.statistics_sample(record_set, config.data, batches, context))
+    steps.precise_batch_norm(iter(sample), batches)  # trace, warm up
+    start = time.perf_counter()
+    steps.precise_batch_norm(iter(sample), batches)
+    seconds = time.perf_counter() - start
+    batch = config.data.global_batch_size
+    epoch = {name: count // batch / (step_rate / batch) for name, count in
+             (("records", record_set.num_records("train")), ("kermany", KERMANY_TRAIN_FILMS))}
+    share = {name: seconds / value for name, value in epoch.items()}
+    log(f"precise BatchNorm statistics, {batches} batches of {batch}: {seconds:.2f} s per pass = "
+        f"+{100 * share['records']:.1f}% of an epoch of the {record_set.num_records('train'):,} training records, "
+        f"+{100 * share['kermany']:.1f}% of one of Kermany's {KERMANY_TRAIN_FILMS:,}")
+    return {"name": f"precise BatchNorm statistics ({batches} batches)", "img_per_s": batches * batch / seconds,
+            "seconds_per_pass": seconds, "epoch_share": share["records"], "kermany_epoch_share": share["kermany"]}
+
+
 def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_loop=1, log=print,
-        overhead_batch=256, overhead_steps_per_loop=50):
+        overhead_batch=256, overhead_steps_per_loop=50, freeze_fraction=0.0, precise_bn_batches=16):
     overhead = loop_overhead(data_dir, seconds, image_size, overhead_batch, overhead_steps_per_loop, log)
-    config, strategy, record_set, iterator = _setup(data_dir, backbone, image_size, batch, "reference", "auto")
-    steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"), strategy_lib.choose_jit("auto"))
+    config, strategy, record_set, iterator = _setup(data_dir, backbone, image_size, batch, "reference", "auto",
+                                                    freeze_fraction)
+    steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"),
+                  strategy_lib.choose_jit("auto"))
     step = _rate(steps, iterator, seconds, steps_per_loop)
     log(f"train step fed by the input pipeline: {step:,.1f} img/s")
     settings = {"backbone": backbone, "image_size": image_size, "batch": batch, "augment": "reference fused",
-                "steps_per_loop": steps_per_loop, "cache": "auto",
+                "freeze_fraction": freeze_fraction, "steps_per_loop": steps_per_loop, "cache": "auto",
                 "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU"}
-    return {"variants": [*overhead, {"name": "train step, input pipeline", "img_per_s": step, "settings": settings}],
-            "loop_headroom_over_h200_b2": overhead[-1]["headroom_over_h200_b2"], "headroom_target": HEADROOM_TARGET}
+    variants = [*overhead, {"name": "train step, input pipeline", "img_per_s": step, "settings": settings}]
+    if precise_bn_batches:
+        variants.append({**precise_statistics_cost(steps, strategy, record_set, config, precise_bn_batches, step, log),
+                         "settings": settings})
+    return {"variants": variants, "loop_headroom_over_h200_b2": overhead[-1]["headroom_over_h200_b2"],
+            "headroom_target": HEADROOM_TARGET}
 
 
 def main(argv):
@@ -137,7 +170,8 @@ def main(argv):
     if FLAGS.device_check:
         device_check()
     result = run(FLAGS.data_dir, FLAGS.seconds, FLAGS.backbone, FLAGS.image_size, FLAGS.batch_size,
-                 FLAGS.steps_per_loop)
+                 FLAGS.steps_per_loop, freeze_fraction=FLAGS.freeze_fraction,
+                 precise_bn_batches=FLAGS.precise_bn_batches)
     print(common.table(result["variants"]))
     print(f"the host side sustains {result['loop_headroom_over_h200_b2']:.1f}x one H200's EfficientNetB2-128 rate "
           f"(target >= {HEADROOM_TARGET:g}x)")
@@ -151,6 +185,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("image_size", 128, "Model input size.")
     flags.DEFINE_integer("batch_size", 64, "Global batch size of the real step (b).")
     flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call of the real step (b).")
+    flags.DEFINE_float("freeze_fraction", 0.0, "Frozen share of the backbone in (b) and (c); model 2: 0.7.")
+    flags.DEFINE_integer("precise_bn_batches", 16, "Batches of the precise-statistics pass (c); 0 skips it.")
     flags.DEFINE_string("json", None, "Write the results here as JSON.")
     flags.DEFINE_bool("device_check", False, "First print where the augmentation's resample op runs.")
     flags.mark_flags_as_required(["data_dir"])

@@ -228,6 +228,7 @@ class TrainConfig:
     jit_compile: str = "auto"  # auto | on | off
     steps_per_epoch: int = 0  # 0: one pass over the training records
     steps_per_loop: int = 0  # steps inside one tf.function call; 0: 1 on CPU, up to 50 on GPUs
+    precise_bn_batches: int = 16  # BatchNorm statistics recomputed on this many batches before evaluation; 0: off
     checkpoint_every_secs: float = 600.0  # mid-epoch checkpoints; 0: after every loop
     reduce_lr_factor: float = 0.2
     reduce_lr_patience: int = 10
@@ -253,8 +254,9 @@ class TrainConfig:
                 raise InputError(f"--{name}={getattr(self, name)} is not one of {', '.join(allowed)}")
         if self.epochs < 1 or self.learning_rate <= 0:
             raise InputError("--epochs must be at least 1 and --learning_rate above 0")
-        if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs) < 0:
-            raise InputError("--steps_per_epoch, --steps_per_loop and --checkpoint_every_secs must not be negative")
+        if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs, self.precise_bn_batches) < 0:
+            raise InputError("--steps_per_epoch, --steps_per_loop, --checkpoint_every_secs and --precise_bn_batches "
+                             "must not be negative")
         if not self.model_dir:
             raise InputError("--model_dir is required")
         return self

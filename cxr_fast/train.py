@@ -31,8 +31,11 @@ flags.DEFINE_string("weights", "imagenet", "imagenet, none, or the path of a loc
                     "(the *_notop.h5 of the backbone) for machines without internet.")
 flags.DEFINE_integer("freeze_layers", 0, "Freeze the first N backbone layers (model 1: 10).")
 flags.DEFINE_float("freeze_fraction", 0.0, "Freeze this fraction of the backbone layers (model 2: 0.7).")
-flags.DEFINE_float("bn_momentum", 0.0, "BatchNorm moving-average momentum of the backbone; 0 keeps Keras' 0.99. "
-                   "Short runs from scratch (the demo) evaluate far better with ~0.9.")
+flags.DEFINE_float("bn_momentum", 0.0, "Expert: BatchNorm moving-average momentum of the backbone; 0 keeps "
+                   "Keras' 0.99.  Matters only with --precise_bn_batches=0.")
+flags.DEFINE_integer("precise_bn_batches", 16, "Before each validation, recompute the BatchNorm statistics as "
+                     "population statistics of this many training batches under the current weights (PreciseBN); "
+                     "0: keep Keras' moving averages, which lag weights trained from scratch.")
 flags.DEFINE_list("head_dropout", ["0.3", "0.2"], "The head's two dropout rates (the reference's 0.3,0.2).")
 # Augmentation (the reference's ImageDataGenerator settings, in its units)
 flags.DEFINE_enum("augment", "reference", ["reference", "none"], "Training augmentation.")
@@ -87,7 +90,8 @@ def config_from_flags():
         model_dir=FLAGS.model_dir, data=data, model=model, augment=augment, epochs=FLAGS.epochs,
         learning_rate=FLAGS.learning_rate, class_weight=FLAGS.class_weight, strategy=FLAGS.strategy,
         precision=FLAGS.precision, jit_compile=FLAGS.jit_compile, steps_per_epoch=FLAGS.steps_per_epoch,
-        steps_per_loop=FLAGS.steps_per_loop, checkpoint_every_secs=FLAGS.checkpoint_every_secs,
+        steps_per_loop=FLAGS.steps_per_loop, precise_bn_batches=FLAGS.precise_bn_batches,
+        checkpoint_every_secs=FLAGS.checkpoint_every_secs,
         reduce_lr_factor=FLAGS.reduce_lr_factor, reduce_lr_patience=FLAGS.reduce_lr_patience,
         min_learning_rate=FLAGS.min_learning_rate, early_stopping_patience=FLAGS.early_stopping_patience,
         seed=FLAGS.seed, resume=FLAGS.resume, collective_timeout_secs=FLAGS.collective_timeout_secs,

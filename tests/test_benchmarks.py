@@ -23,10 +23,14 @@ def test_train_step_benchmark_compares_resident_and_piped(records_dir):
     names = [v["name"] for v in result["variants"]]
     assert names == ["train loop fixed cost (trivial model, 8 px resident batch)", "cached 32 px input alone",
                      "train loop + trivial model on cached 32 px input", "host ceiling = min(loop, input)",
-                     "train step, input pipeline"]
+                     "train step, input pipeline", "precise BatchNorm statistics (16 batches)"]
     rates = [v["img_per_s"] for v in result["variants"]]
     assert all(rate > 0 for rate in rates) and rates[3] == min(rates[:2])
     assert result["loop_headroom_over_h200_b2"] == rates[3] / train_step.H200_B2_128_IMG_PER_S
+    precise = result["variants"][-1]
+    # its share of an epoch: pass seconds / (steps per epoch / steps per second)
+    steps_per_second = rates[4] / 8
+    assert precise["kermany_epoch_share"] == pytest.approx(precise["seconds_per_pass"] / (5216 // 8 / steps_per_second))
 
 
 def test_device_check_names_the_device_and_dtype_of_the_resample():

@@ -4,12 +4,12 @@ Images leave here as uint8 [B, H, W, C] (C = 1 by default: the model replicates 
 the device, so the host moves, caches and the device augments a third of the bytes) with
 float32 labels [B]; augmentation and scaling happen on the accelerator, not here.
 
-Training, records not cached:  shard files per input pipeline -> shuffle files -> parallel
-interleave -> shuffle serialized records -> repeat -> batch -> parse + decode the whole batch
-in one vectorized call (parallel) -> prefetch.  Shuffling before repeat keeps epochs whole.
+Training, records not cached, per epoch:  shard files of this input pipeline -> shuffle files ->
+parallel interleave -> shuffle serialized records -> batch; then skip the batches a resumed run
+already consumed -> parse + decode the whole batch in one vectorized call (parallel) -> prefetch.
 Training, decoded split cached in memory (when it fits `cache_budget_mb`): read and decode once
-in large batches -> unbatch -> cache -> shuffle -> batch -> prefetch; later epochs never touch
-disk or decoder.
+in large batches -> unbatch -> cache; per epoch shuffle -> batch; later epochs never touch disk
+or decoder.  Every epoch draws its order from (seed, epoch), so resume is exact.
 Evaluation: every record exactly once, in file order, the last partial batch kept.
 
 `dataset_fn` gives the `input_context` function for `distribute_datasets_from_function`: each
@@ -140,13 +140,26 @@ def cache_fits(record_set, config, split="train"):
     return config.cache == "memory" or (config.cache == "auto" and decoded <= config.cache_budget_mb * 2**20)
 
 
-def train_dataset(record_set, config, input_context=None, epochs=None):
+def epoch_seed(seed, epoch, index):
+    """The shuffle seed of `epoch` in input pipeline `index`: a stateless hash, so any epoch can be rebuilt."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64) * 65536 + index])
+    return tf.random.stateless_uniform([], seed=key, minval=None, maxval=None, dtype=tf.int64)
+
+
+def train_dataset(record_set, config, input_context=None, epochs=None, start=(0, 0), steps_per_epoch=0):
     """Shuffled training batches of (uint8 images, float32 labels), per replica; endless by default.
+
+    Epoch e's order is a pure function of (seed, e, input pipeline): each epoch shuffles files
+    and records with its own stateless seed, so a run resumed at `start` = (epoch, step) rebuilds
+    the stream from that epoch and skips the `step` batches already consumed, and reads what the
+    uninterrupted run would have read.  `steps_per_epoch` > 0 makes each epoch exactly that many
+    batches (the pass repeats, reshuffled, when it is short); 0: one pass, the remainder dropped.
 
     With `config.data_service` the pipeline up to the finished batch runs on the tf.data service
     (never cached there: the service is for data that one host cannot decode fast enough) and
-    its dispatcher splits the shard files among service workers, so input pipelines do not
-    shard by file here and every pipeline defines the same dataset.
+    its dispatcher splits the shard files among service workers as they ask, so input pipelines
+    do not shard by file here, every pipeline defines the same dataset, and the order is not
+    reproducible (README: resume is exact without the service).
     """
     files = list(_split_files(record_set, "train"))
     pipelines, index, batch = 1, 0, config.global_batch_size
@@ -163,27 +176,44 @@ def train_dataset(record_set, config, input_context=None, epochs=None):
         batch = input_context.get_per_replica_batch_size(config.global_batch_size)
     files = files[index::pipelines]
     decode = _decoder(record_set, config)
-    seed = config.seed + index
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if cache_fits(record_set, config) and not config.data_service:
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE)
-        ds = ds.batch(config.decode_batch).map(decode, num_parallel_calls=AUTOTUNE).unbatch().cache()
-        size = record_set.num_records("train") // pipelines + 1
-        ds = ds.shuffle(min(size, max(config.shuffle_buffer, 1)), seed=seed).repeat(epochs)
-        ds = ds.batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE)
-    else:
-        ds = ds.shuffle(len(files), seed=seed)
+    if config.data_service:
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=config.seed)
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
                            deterministic=False)
-        ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=seed).repeat(epochs)  # each epoch a full pass
+        ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=config.seed).repeat(epochs)  # each epoch a full pass
         ds = ds.batch(batch, drop_remainder=True).map(decode, num_parallel_calls=AUTOTUNE)
-    ds = _with_channels(ds, config).with_options(_options(config, deterministic=False))
-    if config.data_service:
+        ds = _with_channels(ds, config).with_options(_options(config, deterministic=False))
         # DYNAMIC sharding ("distributed_epoch"): the dispatcher hands shard files to service workers
         # as they ask, and each element goes to exactly one consumer of the job.
-        ds = ds.apply(tf.data.experimental.service.distribute(
+        return ds.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service,
-            job_name=config.service_job))
+            job_name=config.service_job)).prefetch(AUTOTUNE)
+    cached = cache_fits(record_set, config)
+    if cached:  # decoded once, in large vectorized batches; every epoch reshuffles the cache
+        decoded = tf.data.Dataset.from_tensor_slices(files).interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE)
+        decoded = decoded.batch(config.decode_batch).map(decode, num_parallel_calls=AUTOTUNE).unbatch().cache()
+        buffer = min(record_set.num_records("train") // pipelines + 1, max(config.shuffle_buffer, 1))
+
+    def epoch(number):
+        seed = epoch_seed(config.seed, number, index)
+        if cached:
+            ds = decoded.shuffle(buffer, seed=seed)
+        else:  # serialized records: shuffled and batched here, decoded after (one call per batch)
+            ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+            ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
+                               num_parallel_calls=AUTOTUNE)
+            ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=seed)
+        if steps_per_epoch:
+            return ds.repeat().batch(batch, drop_remainder=True).take(steps_per_epoch)
+        return ds.batch(batch, drop_remainder=True)
+
+    first, skip = start
+    last = first + epochs if epochs is not None else None
+    ds = tf.data.Dataset.range(first, last if last is not None else tf.int64.max).flat_map(epoch).skip(skip)
+    if not cached:
+        ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
+    ds = _with_channels(ds, config).with_options(_options(config, deterministic=True))
     return ds.prefetch(AUTOTUNE)
 
 
@@ -216,6 +246,19 @@ def readable_errors(root):
                          "run with --verify_records or write the record set again") from None
 
 
-def dataset_fn(record_set, config):
+def dataset_fn(record_set, config, start=(0, 0), steps_per_epoch=0):
     """The `input_context -> dataset` function for `strategy.distribute_datasets_from_function`."""
-    return lambda input_context: train_dataset(record_set, config, input_context)
+    return lambda input_context: train_dataset(record_set, config, input_context, start=start,
+                                               steps_per_epoch=steps_per_epoch)
+
+
+def statistics_sample(record_set, config, batches, input_context=None):
+    """The fixed sample of training batches that precise BatchNorm statistics are computed on.
+
+    The same `batches` batches per replica every time (a pure function of the seed, so resume
+    stays exact), read from the files (no second cache of the split) through a shuffle buffer
+    of a few times the sample, so the sample spans many shards.
+    """
+    sample = dataclasses.replace(config, cache="none", data_service="", seed=config.seed + 1,
+                                 shuffle_buffer=min(config.shuffle_buffer, 4 * batches * config.global_batch_size))
+    return train_dataset(record_set, sample, input_context, epochs=1, steps_per_epoch=batches)

@@ -115,19 +115,26 @@ def train_and_evaluate(config, log=print, flags_text=None):
     epoch, step_in_epoch, global_step = (int(position[k].numpy()) for k in ("epoch", "step_in_epoch", "global_step"))
     if saved:
         log(f"resuming at epoch {epoch + 1}, step {step_in_epoch} (global step {global_step})")
-    # A resumed run draws a fresh sample order instead of replaying the one it had begun.
-    data_config = dataclasses.replace(config.data, seed=config.data.seed + global_step)
-    if config.data.data_service:
+    # Epoch e's sample order is a function of (seed, e): a resumed run skips the batches it consumed.
+    data_config = config.data
+    if config.data.data_service:  # the service's dynamic sharding is not reproducible: a fresh order
+        data_config = dataclasses.replace(data_config, seed=config.data.seed + global_step)
         data_config = dataclasses.replace(data_config, service_job=data_service.job_name(config.model_dir,
                                                                                          data_config.seed))
         log(f"training input from the tf.data service at {config.data.data_service} (job {data_config.service_job})")
-    iterator = iter(strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, data_config)))
+    iterator = iter(strategy.distribute_datasets_from_function(
+        pipeline.dataset_fn(record_set, data_config, (epoch, step_in_epoch), steps_per_epoch)))
+    statistics_sample = config.precise_bn_batches and strategy.distribute_datasets_from_function(
+        lambda context: pipeline.statistics_sample(record_set, config.data, config.precise_bn_batches, context))
 
     def validate():
         """Every worker reads the whole val split; all replicas score it together (each record once, in order)."""
-        steps.sync_moving_statistics()
+        if statistics_sample:
+            steps.precise_batch_norm(iter(statistics_sample), config.precise_bn_batches)
+        else:
+            steps.sync_moving_statistics()
         labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "val", config.data), steps.predict)
-        return metrics.binary_metrics(labels, probs)
+        return {**metrics.binary_metrics(labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
 
     # ---- epochs, callbacks, checkpoints
     callbacks = [
@@ -191,6 +198,9 @@ def train_and_evaluate(config, log=print, flags_text=None):
                     tf.summary.scalar(key, value)
         log("epoch {epoch}: loss {loss:.4f} acc {accuracy:.3f} val_loss {val_loss:.4f} val_acc {val_accuracy:.3f} "
             "lr {learning_rate:.2e}".format(**history[-1]) + (f" val_auc {val['auc']:.3f}" if val["auc"] else ""))
+        note = constant_predictions_note(val["spread"], logs["accuracy"], logs["val_accuracy"], config)
+        if note:
+            log(note)
         epoch, step_in_epoch = epoch + 1, 0
         if chief:
             run_state.write_history(history)
@@ -206,6 +216,20 @@ def train_and_evaluate(config, log=print, flags_text=None):
     if workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
         steps.gather([0.0])
     return summary
+
+
+def constant_predictions_note(spread, accuracy, val_accuracy, config, threshold=0.01):
+    """One line when validation probabilities barely vary (std below `threshold`) while training
+    accuracy is well above validation's: the evaluation-mode model ignores its input."""
+    if spread >= threshold or accuracy < val_accuracy + 0.1:
+        return None
+    cause = (f"BatchNorm statistics recomputed on {config.precise_bn_batches} batches did not help: try more "
+             "(--precise_bn_batches), a lower --learning_rate, or --weights=imagenet"
+             if config.precise_bn_batches else
+             "BatchNorm moving averages lag the weights: leave --precise_bn_batches on (default 16), or lower "
+             "--bn_momentum (e.g. 0.9)")
+    return (f"warning: validation predictions are nearly constant (std {spread:.4f}) while training accuracy is "
+            f"{accuracy:.3f}; {cause}")
 
 
 def _check_same_start(steps, position, model_dir):

@@ -25,8 +25,10 @@ overhead does not cap a fast accelerator; each replica adds its loss, correct co
 examples to a SUM-on-read variable, read (one reduction) once per call, not once per step.
 `predict` spreads an evaluation batch over all replicas and gathers the probabilities in order.
 BatchNorm's moving statistics are updated per replica (as `model.fit` does), so replicas drift
-apart; `sync_moving_statistics` averages them, so every worker evaluates, checkpoints and
-decides on the same weights.  `gather` collects a host value from every replica.
+apart; before evaluation `precise_batch_norm` replaces them with population statistics pooled
+over all replicas (or, when turned off, `sync_moving_statistics` averages them), so every worker
+evaluates, checkpoints and decides on the same weights.  `gather` collects a host value from
+every replica.
 """
 import math
 
@@ -51,19 +53,23 @@ class AgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         return tf.equal(overflowed, 0.0)
 
 
+def _all_layers(model):
+    """Every layer of `model`, nested models included, depth first, in order."""
+    for layer in getattr(model, "layers", ()):
+        yield from _all_layers(layer)
+        yield layer
+
+
 def seed_generators(model):
     """Every Keras SeedGenerator of the model's layers (Dropout's), nested models included, in order."""
-    found = []
+    return [layer.seed_generator for layer in _all_layers(model)
+            if isinstance(getattr(layer, "seed_generator", None), keras.random.SeedGenerator)]
 
-    def walk(layer):
-        for sub in getattr(layer, "layers", ()):
-            walk(sub)
-        generator = getattr(layer, "seed_generator", None)
-        if isinstance(generator, keras.random.SeedGenerator):
-            found.append(generator)
 
-    walk(model)
-    return found
+def batch_norm_layers(model):
+    """The BatchNormalization layers that train (frozen ones keep their statistics), in order."""
+    return [layer for layer in _all_layers(model)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
 class Steps:
@@ -93,9 +99,15 @@ class Steps:
         self.train_loop = tf.function(self._train_loop)
         self._predict_replica = tf.function(self._predict_on_replica, jit_compile=jit)
         self._predict_all = tf.function(self._predict_distributed)
-        self._statistics = [variable for layer in self.backbone.layers
-                            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
-                            for variable in (layer.moving_mean, layer.moving_variance)]
+        self._bn_layers = batch_norm_layers(self.model)
+        self._statistics = [variable for layer in self._bn_layers for variable in (layer.moving_mean,
+                                                                                   layer.moving_variance)]
+        with strategy.scope():  # per replica: [sum of batch means, sum of batch (variance + mean^2)]
+            channels = sum(int(layer.moving_mean.shape[0]) for layer in self._bn_layers)
+            self._moments = tf.Variable(tf.zeros([2 * channels], tf.float64), trainable=False,
+                                        synchronization=tf.VariableSynchronization.ON_READ,
+                                        aggregation=tf.VariableAggregation.SUM)
+        self._precise = tf.function(self._precise_statistics)
         self._sync = tf.function(self._sync_statistics)
         self._gather = tf.function(self._gather_values)
 
@@ -116,7 +128,58 @@ class Steps:
         images = self.augmentation(images, training=True, seed=tf.random.experimental.stateless_fold_in(seed, 0))
         return tf.cast(images, self.compute_dtype)
 
-    # ---- statistics and agreement across replicas
+    # ---- BatchNorm statistics and agreement across replicas
+    def _moments_of_batch(self, images):
+        self.model(tf.cast(images, self.compute_dtype), training=True)  # momentum 0: moving = this batch's
+        means = [tf.cast(layer.moving_mean.value, tf.float64) for layer in self._bn_layers]
+        squares = [tf.cast(layer.moving_variance.value, tf.float64) + tf.square(mean)
+                   for layer, mean in zip(self._bn_layers, means)]
+        self._moments.assign_add(tf.concat(means + squares, axis=0))
+
+    def _precise_statistics(self, iterator, batches):
+        self.strategy.run(lambda: self._moments.assign(tf.zeros_like(self._moments)))
+        for _ in tf.range(batches):
+            images, _ = next(iterator)
+            self.strategy.run(self._moments_of_batch, (images,))
+
+        def total():  # every replica of every worker ends with the same sums
+            return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                  tf.identity(self._moments))
+
+        return self.strategy.experimental_local_results(self.strategy.run(total))[0]
+
+    def precise_batch_norm(self, iterator, batches):
+        """Sets every training BatchNorm layer's moving mean and variance to population statistics.
+
+        Keras' moving averages (momentum 0.99) lag weights that change fast, as from scratch,
+        so the evaluation-mode model can be far off the trained one (seen: constant outputs).
+        As Detectron2's PreciseBN (Wu & Johnson 2021), this runs `batches` training-mode
+        forward passes per replica under the current weights and pools the per-batch moments
+        over batches, replicas and workers: mean = E[batch mean], variance = E[batch variance
+        + batch mean^2] - mean^2.  Each layer sees its input as training produced it.  Every
+        worker ends with the same statistics, so all evaluate and checkpoint the same model.
+        """
+        if not self._bn_layers:
+            return
+        momenta = [layer.momentum for layer in self._bn_layers]
+        for layer in self._bn_layers:  # read when the function is traced: this one always traces with 0
+            layer.momentum = 0.0
+        try:
+            sums = self._precise(iterator, tf.constant(batches)).numpy()
+        finally:
+            for layer, momentum in zip(self._bn_layers, momenta):
+                layer.momentum = momentum
+        count = batches * self.strategy.num_replicas_in_sync
+        half = sums.size // 2
+        means, squares = sums[:half] / count, sums[half:] / count
+        variances = np.maximum(squares - means**2, 0.0)
+        offset = 0
+        for layer in self._bn_layers:
+            size = int(layer.moving_mean.shape[0])
+            layer.moving_mean.assign(means[offset:offset + size].astype(np.float32))
+            layer.moving_variance.assign(variances[offset:offset + size].astype(np.float32))
+            offset += size
+
     def _sync_statistics(self):
         def replica_fn():
             # One batched all-reduce; tf.identity gives MultiWorkerMirroredStrategy a tensor with a device.
@@ -128,7 +191,8 @@ class Steps:
         self.strategy.run(replica_fn)
 
     def sync_moving_statistics(self):
-        """Every replica's BatchNorm moving mean and variance set to their mean over all replicas."""
+        """Every replica's BatchNorm moving mean and variance set to their mean over all replicas
+        (what keeps workers in agreement when precise statistics are turned off)."""
         if self.strategy.num_replicas_in_sync > 1 and self._statistics:
             self._sync()
 

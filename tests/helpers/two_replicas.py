@@ -8,7 +8,10 @@ functions with MirroredStrategy over 2 logical CPUs, printed as one JSON line.
 - randomness: the same images on both replicas; their dropout masks (seen through the model's
   output with augmentation off) and their augmented images, at two steps, twice.
 - predict: `Steps.predict` over 2 replicas vs the one-device model on an odd-sized batch.
+- precise: precise BatchNorm statistics pooled over both replicas vs computed directly; both
+  replicas' copies equal; every layer's momentum restored.
 """
+import dataclasses
 import json
 
 import tensorflow as tf
@@ -19,6 +22,7 @@ tf.config.set_logical_device_configuration(
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bn_probe import first_bn_population, first_bn_statistics  # noqa: E402
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from cxr_fast.training.steps import Steps  # noqa: E402
 
@@ -102,6 +106,25 @@ def predict():
     return {"count": int(two.shape[0]), "max_difference": float(np.max(np.abs(two - one)))}
 
 
+def precise():
+    """Precise statistics on 2 replicas (3 global batches of 8) vs the population of all 24 images."""
+    steps = Steps(config_tiny(), STRATEGY, [1.0, 1.0])
+    images = np.random.default_rng(2).integers(0, 256, (24, 32, 32, 1)).astype(np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(24, np.float32))).batch(8)
+    steps.precise_batch_norm(iter(STRATEGY.experimental_distribute_dataset(dataset)), 3)
+    expected = first_bn_population(steps, images)
+    got = first_bn_statistics(steps)
+    copies = [per_replica(v) for layer in steps.backbone.layers if hasattr(layer, "moving_mean")
+              for v in (layer.moving_mean.value, layer.moving_variance.value)]
+    return {"max_difference": float(max(np.max(np.abs(a - b)) for a, b in zip(got, expected))),
+            "replicas_agree": all(np.array_equal(c[0], c[1]) for c in copies),
+            "momenta": sorted({layer.momentum for layer in steps.backbone.layers if hasattr(layer, "momentum")})}
+
+
+def config_tiny():
+    return dataclasses.replace(config(), model=ModelConfig(backbone="tiny", image_size=32, weights="none"))
+
+
 if __name__ == "__main__":
     print(json.dumps({"replicas": STRATEGY.num_replicas_in_sync, "overflow": overflow(),
-                      "randomness": randomness(), "predict": predict()}))
+                      "randomness": randomness(), "predict": predict(), "precise": precise()}))

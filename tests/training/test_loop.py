@@ -1,4 +1,5 @@
 """A short real training run on the synthetic set: it learns, and leaves every output behind."""
+import dataclasses
 import json
 import os
 
@@ -124,3 +125,14 @@ def test_the_chiefs_clock_decides_mid_epoch_checkpoints():
     assert loop._checkpoint_due(_Workers([1.0], [0.0]), 2, seconds_since=0.0, every_secs=600) is True
     assert loop._checkpoint_due(_Workers([0.0], [1.0]), 2, seconds_since=900.0, every_secs=600) is False
     assert loop._checkpoint_due(None, 1, seconds_since=900.0, every_secs=600) is True
+
+
+def test_constant_validation_predictions_are_called_out():
+    config = tiny_config("unused", "unused")
+    note = loop.constant_predictions_note(0.002, accuracy=0.95, val_accuracy=0.33, config=config)
+    assert "nearly constant (std 0.0020)" in note and "training accuracy is 0.950" in note
+    assert "--precise_bn_batches" in note
+    off = dataclasses.replace(config, precise_bn_batches=0)
+    assert "--bn_momentum" in loop.constant_predictions_note(0.002, 0.95, 0.33, off)
+    assert loop.constant_predictions_note(0.2, 0.95, 0.33, config) is None  # predictions vary
+    assert loop.constant_predictions_note(0.002, 0.40, 0.33, config) is None  # not learning yet either

@@ -60,3 +60,18 @@ def test_xla_step_compiles_and_trains():
     assert hlo.startswith("HloModule")  # only jit-compiled functions have an XLA program
     probs = steps.predict(tf.zeros([5, 32, 32, 1], tf.uint8)).numpy()
     assert probs.shape == (5,) and np.isfinite(probs).all()
+
+
+def test_precise_statistics_make_evaluation_mode_match_training_mode():
+    # On one batch, population statistics are that batch's: the evaluation-mode backbone then
+    # computes what the training-mode one does, while Keras' moving averages are far from it.
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    steps = Steps(_config(backbone="tiny", augment="none", batch=8), strategy, [1.0, 1.0])
+    images = np.random.default_rng(3).integers(0, 256, (8, 32, 32, 1)).astype(np.uint8)
+    rgb = np.repeat(images.astype(np.float32), 3, axis=-1)
+    training = steps.backbone(rgb, training=True).numpy()
+    assert not np.allclose(steps.backbone(rgb, training=False).numpy(), training, atol=1e-3)
+    dataset = tf.data.Dataset.from_tensors((images, np.zeros(8, np.float32))).repeat()
+    steps.precise_batch_norm(iter(strategy.experimental_distribute_dataset(dataset)), 2)
+    np.testing.assert_allclose(steps.backbone(rgb, training=False).numpy(), training, atol=1e-3)
+    assert {layer.momentum for layer in steps.backbone.layers if hasattr(layer, "momentum")} == {0.99}

@@ -54,12 +54,18 @@ def test_evaluation_across_replicas_matches_one_device(two_replicas):
     assert predict["count"] == 7 and predict["max_difference"] < 1e-6
 
 
-def test_two_workers_draw_different_augmentations():
+def test_precise_statistics_pool_both_replicas(two_replicas):
+    precise = two_replicas["precise"]
+    assert precise["max_difference"] < 1e-3 and precise["replicas_agree"]
+    assert precise["momenta"] == [0.99]  # Keras' default, set back after the statistics pass
+
+
+def test_two_workers_draw_different_augmentations_and_agree_on_statistics():
     from cli import Lines
     from cxr_fast.distributed import cluster
 
     out = Lines()
-    helper = os.path.join(ROOT, "tests", "helpers", "worker_augment.py")
+    helper = os.path.join(ROOT, "tests", "helpers", "worker_steps.py")
     local = cluster.LocalCluster([sys.executable, helper], 2, env={"PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"},
                                  out=out, cwd=ROOT)
     assert local.wait() == 0, out.getvalue()[-3000:]
@@ -70,3 +76,5 @@ def test_two_workers_draw_different_augmentations():
     assert set(reports) == {"0", "1"}, out.getvalue()[-3000:]
     assert reports["0"]["digest"] != reports["1"]["digest"]  # same images, same seed and step: other replica
     assert reports["0"]["repeats"] and reports["1"]["repeats"]
+    assert reports["0"]["statistics"] == reports["1"]["statistics"]  # every worker holds the same statistics
+    assert reports["0"]["pooled"] and reports["1"]["pooled"]  # pooled over both workers' different batches
