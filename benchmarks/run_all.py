@@ -55,12 +55,13 @@ def markdown(results):
 
 
 def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2", image_size=128, batch=64,
-        log=print, encodings=("jpeg", "png", "raw")):
+        log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000)):
     os.makedirs(output_dir, exist_ok=True)
     if not image_dir:
         images = os.path.join(output_dir, "synthetic")
         if not os.path.isfile(os.path.join(images, "synthetic.json")):
-            synthetic.generate(SyntheticConfig(output_dir=images, num_patients=num_patients), log=log)
+            synthetic.generate(SyntheticConfig(output_dir=images, num_patients=num_patients, min_size=film_sizes[0],
+                                               max_size=film_sizes[1]), log=log)
         image_dir = os.path.join(images, "chest_xray", "train")
     records = os.path.join(output_dir, "records")
     results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log)}

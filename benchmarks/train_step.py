@@ -145,7 +145,7 @@ def precise_statistics_cost(steps, strategy, record_set, config, batches, step_r
 
 
 def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_loop=1, log=print,
-        overhead_batch=256, overhead_steps_per_loop=50, freeze_fraction=0.0, precise_bn_batches=16):
+        overhead_batch=256, overhead_steps_per_loop=50, freeze_fraction=0.0, precise_bn_batches=8):
     overhead = loop_overhead(data_dir, seconds, image_size, overhead_batch, overhead_steps_per_loop, log)
     config, strategy, record_set, iterator = _setup(data_dir, backbone, image_size, batch, "reference", "auto",
                                                     freeze_fraction)
@@ -186,7 +186,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", 64, "Global batch size of the real step (b).")
     flags.DEFINE_integer("steps_per_loop", 1, "Steps per tf.function call of the real step (b).")
     flags.DEFINE_float("freeze_fraction", 0.0, "Frozen share of the backbone in (b) and (c); model 2: 0.7.")
-    flags.DEFINE_integer("precise_bn_batches", 16, "Batches of the precise-statistics pass (c); 0 skips it.")
+    flags.DEFINE_integer("precise_bn_batches", 8, "Batches of the precise-statistics pass (c); 0 skips it.")
     flags.DEFINE_string("json", None, "Write the results here as JSON.")
     flags.DEFINE_bool("device_check", False, "First print where the augmentation's resample op runs.")
     flags.mark_flags_as_required(["data_dir"])

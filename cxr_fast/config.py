@@ -228,7 +228,7 @@ class TrainConfig:
     jit_compile: str = "auto"  # auto | on | off
     steps_per_epoch: int = 0  # 0: one pass over the training records
     steps_per_loop: int = 0  # steps inside one tf.function call; 0: 1 on CPU, up to 50 on GPUs
-    precise_bn_batches: int = 16  # BatchNorm statistics recomputed on this many batches before evaluation; 0: off
+    precise_bn_batches: int = 8  # BatchNorm statistics recomputed on up to this many batches (<= 1/4 epoch); 0: off
     checkpoint_every_secs: float = 600.0  # mid-epoch checkpoints; 0: after every loop
     reduce_lr_factor: float = 0.2
     reduce_lr_patience: int = 10

@@ -33,8 +33,9 @@ flags.DEFINE_integer("freeze_layers", 0, "Freeze the first N backbone layers (mo
 flags.DEFINE_float("freeze_fraction", 0.0, "Freeze this fraction of the backbone layers (model 2: 0.7).")
 flags.DEFINE_float("bn_momentum", 0.0, "Expert: BatchNorm moving-average momentum of the backbone; 0 keeps "
                    "Keras' 0.99.  Matters only with --precise_bn_batches=0.")
-flags.DEFINE_integer("precise_bn_batches", 16, "Before each validation, recompute the BatchNorm statistics as "
-                     "population statistics of this many training batches under the current weights (PreciseBN); "
+flags.DEFINE_integer("precise_bn_batches", 8, "Before each validation, recompute the BatchNorm statistics as "
+                     "population statistics of this many training batches (at most a quarter of an epoch's steps) "
+                     "under the current weights (PreciseBN); "
                      "0: keep Keras' moving averages, which lag weights trained from scratch.")
 flags.DEFINE_list("head_dropout", ["0.3", "0.2"], "The head's two dropout rates (the reference's 0.3,0.2).")
 # Augmentation (the reference's ImageDataGenerator settings, in its units)

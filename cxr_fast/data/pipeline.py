@@ -152,8 +152,9 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
     Epoch e's order is a pure function of (seed, e, input pipeline): each epoch shuffles files
     and records with its own stateless seed, so a run resumed at `start` = (epoch, step) rebuilds
     the stream from that epoch and skips the `step` batches already consumed, and reads what the
-    uninterrupted run would have read.  `steps_per_epoch` > 0 makes each epoch exactly that many
-    batches (the pass repeats, reshuffled, when it is short); 0: one pass, the remainder dropped.
+    uninterrupted run would have read.  Each epoch is exactly `steps_per_epoch` batches (0: the
+    trainer's default, the training records // the global batch, at least 1); an input pipeline
+    whose files hold fewer records repeats its pass, reshuffled.
 
     With `config.data_service` the pipeline up to the finished batch runs on the tf.data service
     (never cached there: the service is for data that one host cannot decode fast enough) and
@@ -188,6 +189,7 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
         return ds.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service,
             job_name=config.service_job)).prefetch(AUTOTUNE)
+    steps_per_epoch = steps_per_epoch or max(1, record_set.num_records("train") // config.global_batch_size)
     cached = cache_fits(record_set, config)
     if cached:  # decoded once, in large vectorized batches; every epoch reshuffles the cache
         decoded = tf.data.Dataset.from_tensor_slices(files).interleave(
@@ -204,9 +206,7 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
             ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
                                num_parallel_calls=AUTOTUNE)
             ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=seed)
-        if steps_per_epoch:
-            return ds.repeat().batch(batch, drop_remainder=True).take(steps_per_epoch)
-        return ds.batch(batch, drop_remainder=True)
+        return ds.repeat().batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE).take(steps_per_epoch)
 
     first, skip = start
     last = first + epochs if epochs is not None else None

@@ -59,6 +59,24 @@ def test_train_batches_cover_the_split(records_dir, cache):
     assert len(seen) >= 0.9 * len(train)  # two epochs reach (nearly) every record
 
 
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_each_epoch_is_a_function_of_seed_and_epoch(records_dir, cache):
+    # What exact resume rests on: the stream started at (epoch 1, step 2) is the uninterrupted
+    # stream from that point on, and epochs differ from each other and with the seed.
+    record_set = pipeline.open_record_set(records_dir)
+    config = _config(records_dir, cache=cache)
+
+    def stream(config, start=(0, 0), epochs=3):
+        batches = pipeline.train_dataset(record_set, config, epochs=epochs, start=start, steps_per_epoch=4)
+        return [tuple(_digest(i) for i in images.numpy()) for images, _ in batches]
+
+    full = stream(config)
+    assert len(full) == 12 and full[:4] != full[4:8]
+    assert stream(config, start=(1, 2), epochs=2) == full[6:]
+    assert stream(config) == full  # the same again
+    assert stream(_config(records_dir, cache=cache, seed=7))[:4] != full[:4]
+
+
 def test_cache_decision_follows_the_budget(records_dir):
     record_set = pipeline.open_record_set(records_dir)
     assert pipeline.cache_fits(record_set, _config(records_dir, cache="auto"))

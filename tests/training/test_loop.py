@@ -1,4 +1,6 @@
-"""A short real training run on the synthetic set: it learns, and leaves every output behind."""
+"""Short real training runs on the synthetic set with default flags (the reference augmentation,
+precise BatchNorm statistics, Keras' momentum): they learn, leave every output behind, and
+without precise statistics the evaluation model lags and the log says so."""
 import dataclasses
 import json
 import os
@@ -8,18 +10,17 @@ import numpy as np
 import pytest
 
 from conftest import convert, make_synthetic
-from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from cxr_fast.config import DataConfig, ModelConfig, TrainConfig
 from cxr_fast.data import pipeline
 from cxr_fast.training import loop
 
-pytestmark = pytest.mark.heavy(130)  # ~seconds here; scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
 def tiny_config(records, model_dir, **overrides):
+    """Defaults but for size: the tiny CNN at 32 px from scratch, 5 epochs of 20 steps of 32."""
     settings = dict(model_dir=str(model_dir), data=DataConfig(data_dir=records, image_size=32, global_batch_size=32),
-                    model=ModelConfig(backbone="B0", image_size=32, weights="none", bn_momentum=0.9), epochs=5,
-                    steps_per_epoch=20,
-                    learning_rate=1e-3, augment=AugmentConfig(kind="none"), checkpoint_every_secs=1e6)
+                    model=ModelConfig(backbone="tiny", image_size=32, weights="none"), epochs=5, steps_per_epoch=20)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -32,12 +33,20 @@ def easy_records(tmp_path_factory):
     return str(root / "records")
 
 
+def _train(records, model_dir, **overrides):
+    lines = []
+    summary = loop.train_and_evaluate(tiny_config(records, model_dir, **overrides), log=lines.append)
+    return model_dir, summary, lines
+
+
 @pytest.fixture(scope="module")
 def trained(easy_records, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("run") / "model"
-    lines = []
-    summary = loop.train_and_evaluate(tiny_config(easy_records, model_dir), log=lines.append)
-    return model_dir, summary, lines
+    return _train(easy_records, tmp_path_factory.mktemp("run") / "model")
+
+
+@pytest.fixture(scope="module")
+def without_precise_statistics(easy_records, tmp_path_factory):
+    return _train(easy_records, tmp_path_factory.mktemp("lagging") / "model", precise_bn_batches=0)
 
 
 def test_class_weights_are_sklearn_balanced(easy_records):
@@ -50,14 +59,26 @@ def test_class_weights_are_sklearn_balanced(easy_records):
 
 
 def test_learns_the_synthetic_sign(trained):
-    model_dir, summary, _ = trained
+    model_dir, summary, lines = trained
     history = json.load(open(model_dir / "history.json"))
     assert len(history) == 5 and summary["epochs_trained"] == 5
     losses = [h["loss"] for h in history]
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.15  # the loss falls
-    # From scratch, 100 steps: held-out AUC well above chance (BatchNorm momentum 0.9 keeps the
-    # moving statistics up with the weights; with 0.99 evaluation lags far behind training).
-    assert max(h["val_auc"] for h in history) > 0.75
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.05  # the loss falls, through the augmentation
+    # From scratch, 100 steps, default flags: held-out AUC well above chance (seen: val 0.97, test 0.89).
+    assert max(h["val_auc"] for h in history) > 0.9 and summary["test"]["auc"] > 0.8
+    assert not any("nearly constant" in line for line in lines)
+
+
+def test_precise_statistics_are_what_make_the_evaluation_model_work(trained, without_precise_statistics):
+    # The same run (same weights at every step: statistics never feed training) with Keras' moving
+    # averages: its evaluation model lags, and the log says what to do.
+    model_dir, summary, _ = trained
+    lagging_dir, lagging, lines = without_precise_statistics
+    losses = [[h["loss"] for h in json.load(open(d / "history.json"))] for d in (model_dir, lagging_dir)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)  # training identical: only the statistics differ...
+    assert summary["test"]["auc"] > lagging["test"]["auc"] + 0.1  # ...and they decide the score
+    assert any("validation predictions are nearly constant" in line and "--precise_bn_batches" in line
+               for line in lines)
 
 
 def test_outputs_are_complete(trained):
@@ -70,7 +91,7 @@ def test_outputs_are_complete(trained):
     assert summary["test"]["count"] > 0 and 0 <= summary["test"]["accuracy"] <= 1
     assert json.load(open(model_dir / "summary.json"))["best_epoch"] == summary["best_epoch"]
     assert any("img/s" in line and "input wait" in line for line in lines)
-    assert any("EfficientNetB0" in line and "trainable" in line for line in lines)
+    assert any("tiny CNN" in line and "trainable" in line for line in lines)
     model = keras.models.load_model(model_dir / "model.keras")
     assert model.predict(np.zeros((2, 32, 32, 1), np.uint8), verbose=0).shape == (2, 1)
     header = open(model_dir / "history.csv").readline().strip().split(",")
