@@ -5,7 +5,7 @@ import pytest
 
 from benchmarks import augment, common
 
-pytestmark = pytest.mark.heavy(110)  # ~seconds here; scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.heavy(65)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
 def test_augment_benchmark_compares_both_implementations_with_a_step():

@@ -20,6 +20,8 @@ from conftest import convert, make_synthetic
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.training import loop
 
+pytestmark = pytest.mark.heavy(60)  # ~seconds here; scheduled first (tests/conftest.py)
+
 HELPERS = os.path.join(ROOT, "tests", "helpers")
 
 

@@ -10,7 +10,7 @@ import pytest
 from cli import ROOT, assert_one_line_error, run
 from conftest import convert, make_synthetic
 
-pytestmark = pytest.mark.heavy(70)  # ~seconds here; scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.heavy(75)  # ~seconds here; scheduled first (tests/conftest.py)
 
 TINY = ["--backbone=tiny", "--image_size=32", "--weights=none", "--batch_size=16", "--epochs=2",
         "--steps_per_epoch=6", "--checkpoint_every_secs=0"]

@@ -19,6 +19,8 @@ from cxr_fast.distributed import service as data_service
 from cxr_fast.errors import InputError
 from cxr_fast.training import loop
 
+pytestmark = pytest.mark.heavy(50)  # ~seconds here; scheduled first (tests/conftest.py)
+
 
 class Service:
     """`python -m tools.data_service` processes, stopped with SIGTERM as a scheduler would."""

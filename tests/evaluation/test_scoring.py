@@ -14,6 +14,8 @@ from cxr_fast.errors import InputError
 from cxr_fast.evaluation import scoring
 from cxr_fast.serving import inference
 
+pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
+
 FIGURES = ("confusion_matrix.png", "roc.png", "precision_recall.png", "reliability.png", "training_curves.png",
            "samples.png")
 

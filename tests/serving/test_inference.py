@@ -13,6 +13,8 @@ from cli import run
 from cxr_fast.data import imaging
 from cxr_fast.serving import gradcam, inference, savedmodel
 
+pytestmark = pytest.mark.heavy(50)  # ~seconds here; scheduled first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def files(synthetic_dir, tmp_path_factory):
