@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The embedded demo from a clean clone: install, generate synthetic chest films, convert them to
 # TFRecords, train (demo.flags, CPU, weights none), evaluate, and say where the report is.
-#   ./demo.sh           about 850 films of 400 patients; a few minutes on 2 cores
+#   ./demo.sh           about 820 films of 400 patients; ~9.5 minutes on 2 cores
 #   ./demo.sh --quick   a tiny run that checks the plumbing (CI runs this)
 # A second run reuses what exists (images, records, a finished model).
 set -euo pipefail
