@@ -209,8 +209,8 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
         return ds.repeat().batch(batch, drop_remainder=True, num_parallel_calls=AUTOTUNE).take(steps_per_epoch)
 
     first, skip = start
-    last = first + epochs if epochs is not None else None
-    ds = tf.data.Dataset.range(first, last if last is not None else tf.int64.max).flat_map(epoch).skip(skip)
+    last = tf.int64.max if epochs is None else first + epochs
+    ds = tf.data.Dataset.range(first, last).flat_map(epoch).skip(skip)
     if not cached:
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
     ds = _with_channels(ds, config).with_options(_options(config, deterministic=True))

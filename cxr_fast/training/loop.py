@@ -118,17 +118,18 @@ def train_and_evaluate(config, log=print, flags_text=None):
     # Epoch e's sample order is a function of (seed, e): a resumed run skips the batches it consumed.
     data_config = config.data
     if config.data.data_service:  # the service's dynamic sharding is not reproducible: a fresh order
-        data_config = dataclasses.replace(data_config, seed=config.data.seed + global_step)
-        data_config = dataclasses.replace(data_config, service_job=data_service.job_name(config.model_dir,
-                                                                                         data_config.seed))
+        seed = config.data.seed + global_step
+        data_config = dataclasses.replace(data_config, seed=seed,
+                                          service_job=data_service.job_name(config.model_dir, seed))
         log(f"training input from the tf.data service at {config.data.data_service} (job {data_config.service_job})")
     iterator = iter(strategy.distribute_datasets_from_function(
         pipeline.dataset_fn(record_set, data_config, (epoch, step_in_epoch), steps_per_epoch)))
     # At most a quarter of an epoch's steps (forward only: <~8% of the epoch's compute on small sets).
     precise_batches = min(config.precise_bn_batches, max(1, steps_per_epoch // 4))
-    statistics_sample = config.precise_bn_batches and strategy.distribute_datasets_from_function(
-        lambda context: pipeline.statistics_sample(record_set, config.data, precise_batches, context))
-    if statistics_sample:
+    statistics_sample = None
+    if precise_batches:
+        statistics_sample = strategy.distribute_datasets_from_function(
+            lambda context: pipeline.statistics_sample(record_set, config.data, precise_batches, context))
         log(f"precise BatchNorm statistics on {precise_batches} batches of {global_batch} before each validation")
 
     def validate():
@@ -202,7 +203,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
                     tf.summary.scalar(key, value)
         log("epoch {epoch}: loss {loss:.4f} acc {accuracy:.3f} val_loss {val_loss:.4f} val_acc {val_accuracy:.3f} "
             "lr {learning_rate:.2e}".format(**history[-1]) + (f" val_auc {val['auc']:.3f}" if val["auc"] else ""))
-        note = constant_predictions_note(val["spread"], logs["accuracy"], logs["val_accuracy"], config)
+        note = constant_predictions_note(val["spread"], logs["accuracy"], logs["val_accuracy"], precise_batches)
         if note:
             log(note)
         epoch, step_in_epoch = epoch + 1, 0
@@ -222,14 +223,15 @@ def train_and_evaluate(config, log=print, flags_text=None):
     return summary
 
 
-def constant_predictions_note(spread, accuracy, val_accuracy, config, threshold=0.01):
+def constant_predictions_note(spread, accuracy, val_accuracy, precise_batches, threshold=0.01):
     """One line when validation probabilities barely vary (std below `threshold`) while training
-    accuracy is well above validation's: the evaluation-mode model ignores its input."""
+    accuracy is well above validation's: the evaluation-mode model ignores its input.
+    `precise_batches`: the batches precise BatchNorm statistics were computed on (0: off)."""
     if spread >= threshold or accuracy < val_accuracy + 0.1:
         return None
-    cause = (f"BatchNorm statistics recomputed on {config.precise_bn_batches} batches did not help: try more "
+    cause = (f"BatchNorm statistics recomputed on {precise_batches} batches did not help: try more "
              "(--precise_bn_batches), a lower --learning_rate, or --weights=imagenet"
-             if config.precise_bn_batches else
+             if precise_batches else
              "BatchNorm moving averages lag the weights: leave --precise_bn_batches on (default 8), or lower "
              "--bn_momentum (e.g. 0.9)")
     return (f"warning: validation predictions are nearly constant (std {spread:.4f}) while training accuracy is "

@@ -92,6 +92,12 @@ class Steps:
             self._sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False,
                                      synchronization=tf.VariableSynchronization.ON_READ,
                                      aggregation=tf.VariableAggregation.SUM)
+            self._bn_layers = batch_norm_layers(self.model)
+            # per replica: [sum of batch means, sum of batch (variance + mean^2)] of every BatchNorm channel
+            channels = sum(int(layer.moving_mean.shape[0]) for layer in self._bn_layers)
+            self._moments = tf.Variable(tf.zeros([2 * channels], tf.float64), trainable=False,
+                                        synchronization=tf.VariableSynchronization.ON_READ,
+                                        aggregation=tf.VariableAggregation.SUM)
         self.compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
         self.weight_table = tf.constant(class_weights, tf.float32)
         self._generators = seed_generators(self.model)
@@ -99,14 +105,8 @@ class Steps:
         self.train_loop = tf.function(self._train_loop)
         self._predict_replica = tf.function(self._predict_on_replica, jit_compile=jit)
         self._predict_all = tf.function(self._predict_distributed)
-        self._bn_layers = batch_norm_layers(self.model)
         self._statistics = [variable for layer in self._bn_layers for variable in (layer.moving_mean,
                                                                                    layer.moving_variance)]
-        with strategy.scope():  # per replica: [sum of batch means, sum of batch (variance + mean^2)]
-            channels = sum(int(layer.moving_mean.shape[0]) for layer in self._bn_layers)
-            self._moments = tf.Variable(tf.zeros([2 * channels], tf.float64), trainable=False,
-                                        synchronization=tf.VariableSynchronization.ON_READ,
-                                        aggregation=tf.VariableAggregation.SUM)
         self._precise = tf.function(self._precise_statistics)
         self._sync = tf.function(self._sync_statistics)
         self._gather = tf.function(self._gather_values)

@@ -1,7 +1,6 @@
 """Short real training runs on the synthetic set with default flags (the reference augmentation,
 precise BatchNorm statistics, Keras' momentum): they learn, leave every output behind, and
 without precise statistics the evaluation model lags and the log says so."""
-import dataclasses
 import json
 import os
 
@@ -149,11 +148,9 @@ def test_the_chiefs_clock_decides_mid_epoch_checkpoints():
 
 
 def test_constant_validation_predictions_are_called_out():
-    config = tiny_config("unused", "unused")
-    note = loop.constant_predictions_note(0.002, accuracy=0.95, val_accuracy=0.33, config=config)
+    note = loop.constant_predictions_note(0.002, accuracy=0.95, val_accuracy=0.33, precise_batches=8)
     assert "nearly constant (std 0.0020)" in note and "training accuracy is 0.950" in note
-    assert "--precise_bn_batches" in note
-    off = dataclasses.replace(config, precise_bn_batches=0)
-    assert "--bn_momentum" in loop.constant_predictions_note(0.002, 0.95, 0.33, off)
-    assert loop.constant_predictions_note(0.2, 0.95, 0.33, config) is None  # predictions vary
-    assert loop.constant_predictions_note(0.002, 0.40, 0.33, config) is None  # not learning yet either
+    assert "--precise_bn_batches" in note and "recomputed on 8 batches" in note
+    assert "--bn_momentum" in loop.constant_predictions_note(0.002, 0.95, 0.33, precise_batches=0)
+    assert loop.constant_predictions_note(0.2, 0.95, 0.33, 8) is None  # predictions vary
+    assert loop.constant_predictions_note(0.002, 0.40, 0.33, 8) is None  # not learning yet either
