@@ -91,13 +91,15 @@ def _setup(data_dir, backbone, image_size, batch, augment, cache, freeze_fractio
                          augment=AugmentConfig(kind=augment))
     record_set = pipeline.open_record_set(data_dir)
     strategy = strategy_lib.make_strategy("auto")
+    # A dataset, not an iterator: iterating starts the pipeline's threads, which must not run
+    # while another variant is measured.
     dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, config.data))
-    return config, strategy, record_set, iter(dataset)
+    return config, strategy, record_set, dataset
 
 
 def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=50, log=print):
     """(a): the loop's fixed cost, the cached input alone, both together; and the host ceiling's headroom."""
-    config, strategy, record_set, iterator = _setup(data_dir, "tiny", image_size, batch, "none", "memory")
+    config, strategy, record_set, dataset = _setup(data_dir, "tiny", image_size, batch, "none", "memory")
     weights = loop.class_weights(record_set, "balanced")
     settings = {"model": "global average pool + dense", "batch": batch, "augment": "none",
                 "steps_per_loop": steps_per_loop}
@@ -109,7 +111,7 @@ def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=5
         tf.data.Dataset.from_tensors(resident).repeat())), seconds, steps_per_loop)
     feed = common.dataset_images_per_second(pipeline.train_dataset(record_set, config.data), seconds,
                                             batches_per_call=steps_per_loop)
-    both = _rate(Steps(config, strategy, weights, build_model=trivial_model), iterator, seconds, steps_per_loop)
+    both = _rate(Steps(config, strategy, weights, build_model=trivial_model), iter(dataset), seconds, steps_per_loop)
     ceiling = min(fixed, feed)
     headroom = ceiling / H200_B2_128_IMG_PER_S
     log(f"loop fixed cost (8 px resident batch of {batch}): {fixed:,.0f} img/s; cached {image_size} px input alone: "
@@ -147,11 +149,11 @@ def precise_statistics_cost(steps, strategy, record_set, config, batches, step_r
 def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_loop=1, log=print,
         overhead_batch=256, overhead_steps_per_loop=50, freeze_fraction=0.0, precise_bn_batches=8):
     overhead = loop_overhead(data_dir, seconds, image_size, overhead_batch, overhead_steps_per_loop, log)
-    config, strategy, record_set, iterator = _setup(data_dir, backbone, image_size, batch, "reference", "auto",
-                                                    freeze_fraction)
+    config, strategy, record_set, dataset = _setup(data_dir, backbone, image_size, batch, "reference", "auto",
+                                                   freeze_fraction)
     steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"),
                   strategy_lib.choose_jit("auto"))
-    step = _rate(steps, iterator, seconds, steps_per_loop)
+    step = _rate(steps, iter(dataset), seconds, steps_per_loop)
     log(f"train step fed by the input pipeline: {step:,.1f} img/s")
     settings = {"backbone": backbone, "image_size": image_size, "batch": batch, "augment": "reference fused",
                 "freeze_fraction": freeze_fraction, "steps_per_loop": steps_per_loop, "cache": "auto",
