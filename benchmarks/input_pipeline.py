@@ -63,7 +63,8 @@ def ensure_record_sets(image_dir, tfrecord_dir, encodings):
 def with_augmentation(dataset):
     """The pipeline followed by the reference augmentation (here on the CPU; in training on the device)."""
     layer = augment.Augmentation(config_lib.AugmentConfig(), seed=0)
-    return dataset.map(lambda images, labels: (layer(images, training=True), labels))
+    return dataset.map(lambda images, labels: (layer(images, training=True), labels),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=print):
@@ -82,31 +83,32 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
         log(f"{name}: {rate:,.0f} img/s")
 
     try:
-        add("reference ImageDataGenerator", reference_batches(image_dir), 1, augment="reference", decode="PIL")
+        add("reference ImageDataGenerator", reference_batches(image_dir), 1, reads="full-size JPEG (PIL)",
+            resize="128 px on the host", augment="reference (scipy affine, on the host)")
     except ImportError:
         log("reference pipeline skipped: pip install --no-deps -r benchmarks/requirements-reference.txt")
-    add("keras image_dataset_from_directory", keras_directory_batches(image_dir), all_cores, augment="none")
+    add("keras image_dataset_from_directory", keras_directory_batches(image_dir), all_cores,
+        reads="full-size JPEG (TensorFlow)", resize="128 px on the host", augment="none")
     ensure_record_sets(image_dir, tfrecord_dir, encodings)
     for encoding in encodings:
         record_set = pipeline.open_record_set(os.path.join(tfrecord_dir, encoding))
+        reads = f"128 px {encoding} records (converted once)"
         for cache in ("none", "memory"):
-            for cores in sorted({1, all_cores}):
-                config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
-                                               cache=cache, num_threads=cores)
-                add(f"cxr_fast {encoding} cache={cache}", pipeline.train_dataset(record_set, config), cores,
-                    encoding=encoding, cache=cache, augment="none")
-            config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
-                                           cache=cache)
-            if encoding == "jpeg":
-                add(f"cxr_fast {encoding} cache={cache} +augment", with_augmentation(
-                    pipeline.train_dataset(record_set, config)), all_cores, encoding=encoding, cache=cache,
-                    augment="reference fused, on the CPU")
+            for augmented in (False, True) if encoding == "jpeg" else (False,):
+                for cores in sorted({1, all_cores}):
+                    config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
+                                                   cache=cache, num_threads=cores)
+                    dataset = pipeline.train_dataset(record_set, config)
+                    add(f"cxr_fast {encoding} cache={cache}{' +augment' if augmented else ''}",
+                        with_augmentation(dataset) if augmented else dataset, cores, reads=reads, cache=cache,
+                        augment="reference fused, on the CPU" if augmented else "none")
         if encoding == "jpeg":
             service = data_service.LocalService(num_workers=1)
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            data_service=service.target, service_job="benchmark")
             add(f"cxr_fast {encoding} via tf.data service", pipeline.train_dataset(record_set, config),
-                all_cores, encoding=encoding, cache="none", augment="none", service="1 worker, loopback")
+                all_cores, reads=reads, cache="none", augment="none",
+                service="1 worker, loopback")
             service.stop()
     reference = next((v["img_per_s"] for v in variants if v["name"].startswith("reference")), None)
     for v in variants:

@@ -1,17 +1,24 @@
-"""Every benchmark in one run: one JSON, bar charts (log scale, reference marked) and a markdown table.
+"""Every benchmark in one run: one JSON, bar charts (log scale, reference marked), a markdown table,
+and the check of BUILD.md's targets.
 
-    python -m benchmarks.run_all --output_dir=bench_out [--image_dir=chest_xray/train]
+    python -m benchmarks.run_all --output_dir=bench_out --check [--data_root=chest_xray] [--build_md=BUILD.md]
 
-Without --image_dir a synthetic set of full-size films is generated first, so the suite runs
-anywhere.  The markdown table is what the README's performance section shows.
+`--data_root` is a Kermany-layout folder (train/, val/, test/ of full-size films); without it a
+Kermany-sized synthetic set is generated first (3,300 patients: ~6,800 films, ~5,600 in train/,
+so the record sets hold >= 3,500 training records and caches and shuffle buffers behave as on
+the real set).  `--check` exits 1 naming every target in BUILD.md's Targets table that this run
+missed; `--build_md` rewrites BUILD.md's measured section (between its markers) from this run.
 """
 import io
 import os
+import shlex
+import sys
 
 from absl import app, flags
 
-from benchmarks import augment, common, convert, input_pipeline, train_step
+from benchmarks import augment, common, convert, end_to_end, input_pipeline, targets, train_step
 from cxr_fast import atomic
+from cxr_fast.data import pipeline
 from cxr_fast.config import SyntheticConfig
 from cxr_fast.data import synthetic
 
@@ -44,25 +51,56 @@ def chart(variants, path, title):
     return path
 
 
+MARKERS = ("<!-- measured by benchmarks.run_all: begin -->", "<!-- measured by benchmarks.run_all: end -->")
+
+
 def markdown(results):
-    lines = ["| benchmark | variant | cores | img/s | x reference |", "|---|---|---|---|---|"]
+    lines = ["| benchmark | variant | cores | reads | augmentation | img/s | x reference |",
+             "|---|---|---|---|---|---|---|"]
     for name, variants in results.items():
+        if name == "end_to_end":
+            continue
         for v in variants:
-            ratio = v.get("ratio_to_reference")
-            lines.append(f"| {name} | {v['name']} | {v.get('cores', '')} | {v['img_per_s']:,.1f} | "
+            ratio, settings = v.get("ratio_to_reference"), v.get("settings", {})
+            lines.append(f"| {name} | {v['name']} | {v.get('cores', '')} | {settings.get('reads', '')} | "
+                         f"{settings.get('augment', '')} | {v['img_per_s']:,.1f} | "
                          f"{'' if ratio is None else f'{ratio:,.1f}'} |")
     return "\n".join(lines) + "\n"
 
 
-def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2", image_size=128, batch=64,
-        log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000)):
+def report(payload, command):
+    """The measured section: command, machine and date, then every table of the run."""
+    machine = payload["machine"]
+    figures = "\n".join(f"| `{name}` | {'' if value is None else f'{value:,.4g}'} |"
+                        for name, value in payload["figures"].items())
+    return (f"Command: `{command}`; machine: {machine['cores']} cores ({machine['processor']}), "
+            f"{machine['gpus']} GPUs, TensorFlow {machine['tensorflow']}, Python {machine['python']}; "
+            f"date {machine['date']}; {payload['train_records']:,} training records of 128 px behind every "
+            f"cached and uncached row.\n\nTime to a trained model, input side (BUILD.md, \"Like for like\"):\n\n"
+            f"{end_to_end.markdown(payload['results']['end_to_end'], payload['epochs'])}\n"
+            f"Every variant:\n\n{markdown(payload['results'])}\n"
+            f"Figures the targets refer to:\n\n| figure | measured |\n|---|---|\n{figures}\n")
+
+
+def write_build_md(path, section):
+    """Replaces the text between BUILD.md's two markers with `section` (written to a temporary name first)."""
+    text = open(path, encoding="utf-8").read()
+    begin, end = (text.find(marker) for marker in MARKERS)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} lacks the markers {MARKERS[0]} ... {MARKERS[1]}")
+    atomic.write_text(path, text[:begin + len(MARKERS[0])] + "\n" + section + text[end:])
+
+
+def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2", image_size=128, batch=64,
+        log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000), epochs=end_to_end.EPOCHS):
     os.makedirs(output_dir, exist_ok=True)
-    if not image_dir:
+    if not data_root:
         images = os.path.join(output_dir, "synthetic")
         if not os.path.isfile(os.path.join(images, "synthetic.json")):
             synthetic.generate(SyntheticConfig(output_dir=images, num_patients=num_patients, min_size=film_sizes[0],
                                                max_size=film_sizes[1]), log=log)
-        image_dir = os.path.join(images, "chest_xray", "train")
+        data_root = os.path.join(images, "chest_xray")
+    image_dir = os.path.join(data_root, "train")
     records = os.path.join(output_dir, "records")
     results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log)}
     augment_result = augment.run(seconds, batch, image_size, backbone, log=log)
@@ -70,10 +108,13 @@ def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2"
     step = train_step.run(os.path.join(records, "jpeg"), seconds * 2, backbone, image_size, batch, log=log)
     results["train_step"] = step["variants"]
     results["convert"] = convert.run(image_dir, image_size, log=log)
-    payload = {"machine": common.machine(), "results": results,
+    results["end_to_end"] = end_to_end.run(data_root, epochs, work_dir=output_dir, log=log)
+    payload = {"machine": common.machine(), "results": results, "epochs": epochs,
+               "train_records": pipeline.open_record_set(os.path.join(records, "jpeg")).num_records("train"),
                "augment_share_of_step": augment_result["fused_share_of_step"],
                "fused_speedup_over_chain": augment_result["fused_speedup_over_chain"],
                "loop_headroom_over_h200_b2": step["loop_headroom_over_h200_b2"]}
+    payload["figures"] = targets.figures(payload, payload["machine"]["cores"])
     common.write_json(os.path.join(output_dir, "benchmarks.json"), payload)
     for name, variants in results.items():
         chart(variants, os.path.join(output_dir, f"{name}.png"), f"{name.replace('_', ' ')}: images/s "
@@ -85,19 +126,36 @@ def run(output_dir, image_dir=None, seconds=5.0, num_patients=300, backbone="B2"
 def main(argv):
     del argv
     FLAGS = flags.FLAGS
-    run(FLAGS.output_dir, FLAGS.image_dir, FLAGS.seconds, FLAGS.num_patients, FLAGS.backbone, FLAGS.image_size,
-        FLAGS.batch_size)
-    print(open(os.path.join(FLAGS.output_dir, "benchmarks.md")).read())
-    print(f"charts and benchmarks.json in {FLAGS.output_dir}")
+    payload = run(FLAGS.output_dir, FLAGS.data_root, FLAGS.seconds, FLAGS.num_patients, FLAGS.backbone,
+                  FLAGS.image_size, FLAGS.batch_size, epochs=FLAGS.epochs)
+    section = report(payload, "python -m benchmarks.run_all " + shlex.join(sys.argv[1:]))
+    atomic.write_text(os.path.join(FLAGS.output_dir, "report.md"), section)
+    print(section)
+    print(f"charts, benchmarks.json and report.md in {FLAGS.output_dir}")
+    if FLAGS.build_md:
+        write_build_md(FLAGS.build_md, section)
+        print(f"{FLAGS.build_md}: measured section rewritten from this run")
+    if FLAGS.check:
+        failures = targets.check(payload["figures"], targets.read(FLAGS.targets))
+        for line in failures:
+            print(f"TARGET MISSED: {line}")
+        if failures:
+            sys.exit(1)
+        print(f"every target in {FLAGS.targets} met")
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("output_dir", None, "Folder for benchmarks.json, the charts and benchmarks.md.")
-    flags.DEFINE_string("image_dir", None, "Full-size images (NORMAL/ and PNEUMONIA/); default: a synthetic set.")
+    flags.DEFINE_string("output_dir", None, "Folder for benchmarks.json, the charts, benchmarks.md and report.md.")
+    flags.DEFINE_string("data_root", None, "Kermany-layout folder (train/, val/, test/ of full-size films); "
+                        "default: a Kermany-sized synthetic set.")
     flags.DEFINE_float("seconds", 5.0, "Measuring window per variant (twice this for the train step).")
-    flags.DEFINE_integer("num_patients", 300, "Size of the synthetic set when no --image_dir is given.")
+    flags.DEFINE_integer("num_patients", 3300, "Size of the synthetic set when no --data_root is given.")
     flags.DEFINE_string("backbone", "B2", "EfficientNet of the augmentation and train-step benchmarks.")
     flags.DEFINE_integer("image_size", 128, "Image size.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
+    flags.DEFINE_integer("epochs", end_to_end.EPOCHS, "Epochs of the end-to-end input-side time.")
+    flags.DEFINE_bool("check", False, "Exit 1, naming each, when a figure misses its target in --targets.")
+    flags.DEFINE_string("targets", "BUILD.md", "The file whose Targets table --check reads.")
+    flags.DEFINE_string("build_md", None, "Rewrite this BUILD.md's measured section from the run.")
     flags.mark_flags_as_required(["output_dir"])
     app.run(main)

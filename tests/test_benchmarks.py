@@ -1,5 +1,7 @@
 """The benchmarks run end to end on tiny inputs and report every variant they promise."""
+import importlib.util
 import json
+import os
 
 import pytest
 
@@ -49,13 +51,15 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     from benchmarks import run_all
 
     payload = run_all.run(str(tmp_path), seconds=0.1, num_patients=20, backbone="tiny", image_size=32, batch=8,
-                          log=lambda *_: None, film_sizes=(96, 160), encodings=("jpeg",))
-    assert set(payload["results"]) == {"input_pipeline", "augment", "train_step", "convert"}
+                          log=lambda *_: None, film_sizes=(96, 160), encodings=("jpeg",), epochs=2)
+    assert set(payload["results"]) == {"input_pipeline", "augment", "train_step", "convert", "end_to_end"}
     variants = payload["results"]["input_pipeline"]  # every variant the input benchmark promises
     names = [v["name"] for v in variants]
     assert names[0] == "reference ImageDataGenerator" and variants[0]["ratio_to_reference"] == 1.0
     for cache in ("none", "memory"):  # png and raw run the same code per encoding; jpeg keeps the test short
-        assert f"cxr_fast jpeg cache={cache}" in names and f"cxr_fast jpeg cache={cache} +augment" in names
+        for name in (f"cxr_fast jpeg cache={cache}", f"cxr_fast jpeg cache={cache} +augment"):
+            assert {v["cores"] for v in variants if v["name"] == name} == {1, os.cpu_count()}  # like for like: 1 core
+    assert all(v["settings"]["reads"] and v["settings"]["augment"] for v in variants)
     assert "cxr_fast jpeg via tf.data service" in names
     assert {v["cores"] for v in variants if v["name"].startswith("cxr_fast")} >= {1}
     assert all(v["img_per_s"] > 0 and v["ratio_to_reference"] > 0 for v in variants)
@@ -67,3 +71,55 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     table = open(tmp_path / "benchmarks.md").read()
     assert "| input_pipeline | reference ImageDataGenerator |" in table and "make_tfrecords" in table
     assert json.load(open(tmp_path / "benchmarks.json"))["machine"]["cores"] >= 1
+    reference, on_cpu, on_device, *peers = payload["results"]["end_to_end"]
+    if importlib.util.find_spec("torchvision"):  # both PyTorch forms, on the same train/ films; the pre-resized one timed its preparation
+        assert "full-size" in peers[0]["name"] and "pre-resized" in peers[1]["name"]
+        assert peers[0]["extrapolated"] and peers[1]["preparation_s"] > 0 and not peers[1]["extrapolated"]
+        assert {p["epoch_images"] for p in peers} == {reference["epoch_images"]}
+    else:
+        assert peers == []
+    assert reference["extrapolated"] and reference["measured_epochs"] == 1 and reference["preparation_s"] == 0
+    assert not on_cpu["extrapolated"] and on_cpu["preparation_s"] > 0 and on_cpu["measured_epochs"] == 2
+    assert reference["epoch_images"] == on_cpu["epoch_images"] == on_device["epoch_images"]  # the same train/ films
+    assert on_cpu["total_s"] == pytest.approx(on_cpu["preparation_s"] + on_cpu["stream_s"])
+    figures = payload["figures"]
+    assert figures["train_records"] == payload["train_records"] > 0 and figures["raw_no_cache_img_per_s"] is None
+    assert figures["end_to_end_30_epochs_over_reference"] == on_cpu["speedup_over_reference"]
+    section = run_all.report(payload, "python -m benchmarks.run_all --output_dir=x")
+    assert "python -m benchmarks.run_all --output_dir=x" in section and "(extrapolated from 1)" in section
+    build_md = tmp_path / "BUILD.md"
+    build_md.write_text(f"# B\n{run_all.MARKERS[0]}\nold\n{run_all.MARKERS[1]}\ntail\n")
+    run_all.write_build_md(str(build_md), section)
+    text = build_md.read_text()
+    assert "old" not in text and section in text and text.endswith(f"{run_all.MARKERS[1]}\ntail\n")
+
+
+def test_targets_are_read_from_build_md_and_a_miss_is_named(tmp_path):
+    from benchmarks import targets
+
+    build_md = tmp_path / "BUILD.md"
+    build_md.write_text("| figure | target | what |\n|---|---|---|\n"
+                        "| `jpeg_no_cache_img_per_s` | >= 12,000 | JPEG, no cache |\n"
+                        "| `augment_share_of_step` | <= 0.02 | augmentation's share |\n"
+                        "| `raw_no_cache_img_per_s` | >= 25000 | raw |\n")
+    read = targets.read(str(build_md))
+    assert read[0] == ("jpeg_no_cache_img_per_s", ">=", 12000.0, "JPEG, no cache")
+    met = {"jpeg_no_cache_img_per_s": 16000, "augment_share_of_step": 0.01, "raw_no_cache_img_per_s": 30000}
+    assert targets.check(met, read) == []
+    missed = targets.check({**met, "jpeg_no_cache_img_per_s": 11000, "raw_no_cache_img_per_s": None}, read)
+    assert missed == ["jpeg_no_cache_img_per_s (JPEG, no cache): 1.1e+04, target >= 1.2e+04",
+                      "raw_no_cache_img_per_s (raw): not measured in this run"]
+    assert targets.check({**met, "augment_share_of_step": 0.03}, read)[0].startswith("augment_share_of_step")
+    build_md.write_text("# no table here\n")
+    with pytest.raises(ValueError, match="no targets table"):
+        targets.read(str(build_md))
+
+
+def test_the_projects_build_md_has_a_target_for_every_figure():
+    from benchmarks import run_all, targets
+
+    build_md = os.path.join(os.path.dirname(__file__), "..", "BUILD.md")
+    names = {name for name, *_ in targets.read(build_md)}
+    payload = {"results": {}, "machine": {"cores": 2}}
+    assert names == set(targets.figures(payload, 2))
+    assert all(marker in open(build_md).read() for marker in run_all.MARKERS)

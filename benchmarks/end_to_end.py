@@ -1,0 +1,148 @@
+"""Time to a trained model, input side: one-time preparation + 30 epochs of the augmented stream.
+
+    python -m benchmarks.end_to_end --data_root=chest_xray --json=end_to_end.json
+
+`--data_root` is a Kermany-layout folder (train/, val/, test/, each with NORMAL/ and PNEUMONIA/
+of full-size films). An epoch is one pass over train/, as the reference trains: every film
+decoded, resized to 128 px and augmented with the reference's affine settings, in batches of 64.
+
+- reference: tf_keras ImageDataGenerator.flow_from_directory on train/ (1 core, its design);
+  no preparation. Its first epoch is measured; 30 epochs are that epoch's time x 30
+  (`extrapolated` in the result): every epoch repeats the same decode, nothing is cached.
+- cxr_fast, augmentation on the CPU (the like-for-like form: the same work per image, on this
+  machine's cores): preparation = `tools.make_tfrecords --split=official` of the whole folder
+  (val and test too, as a user converts it), then the trainer's pipeline (cache auto: epoch 1
+  decodes the 128 px records, later epochs read the cache) + the fused augmentation, all 30
+  epochs measured. Each epoch delivers as many images as train/ holds (the official split
+  carves val out of train/ by patient, so the training records are fewer: the stream repeats
+  them within the epoch, so both sides decode and augment the same number of images).
+- cxr_fast, augmentation on the accelerator: the same preparation and stream without the
+  augmentation, which the trainer runs inside its step on the GPU; what remains on the host.
+- PyTorch DataLoader + torchvision (benchmarks/peer_torch.py), when installed: full-size
+  (first epoch measured, x 30) and pre-resized once to 128 px JPEGs (preparation timed, all 30
+  epochs measured).
+
+Streams are consumed in a tf.function, 20 batches per call, as the trainer consumes them.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import tensorflow as tf
+from absl import app, flags
+
+from benchmarks import common, input_pipeline
+from benchmarks.epochs import python_stream
+from cxr_fast import config as config_lib
+from cxr_fast.data import pipeline, writer
+
+EPOCHS = 30
+
+
+def reference(data_root, epochs=EPOCHS, measured_epochs=1):
+    batches = input_pipeline.reference_batches(os.path.join(data_root, "train"))
+    return python_stream("reference ImageDataGenerator, full-size JPEG -> 128 px + augmentation", iter(batches),
+                         batches.samples, 1, epochs, measured_epochs)
+
+
+def torch_peers(data_root, work_dir, epochs=EPOCHS, log=print):
+    """PyTorch DataLoader + torchvision (its own process), full-size and pre-resized; [] when not installed."""
+    if importlib.util.find_spec("torchvision") is None:
+        log("PyTorch peer skipped: torch/torchvision not installed (pip install -e \".[peer]\")")
+        return []
+    output = os.path.join(work_dir, "peer_torch.json")
+    subprocess.run([sys.executable, "-m", "benchmarks.peer_torch", f"--data_root={data_root}", f"--epochs={epochs}",
+                    f"--work_dir={work_dir}", f"--json={output}"], check=True)
+    with open(output) as f:
+        return json.load(f)
+
+
+def prepare(data_root, output_dir, image_size=input_pipeline.SIZE):
+    """`tools.make_tfrecords --split=official` of the whole folder; returns (record set, seconds)."""
+    start = time.perf_counter()
+    writer.convert(config_lib.ConvertConfig(data_dir=data_root, output_dir=output_dir, split="official",
+                                            image_size=image_size, overwrite=True), log=lambda *_: None)
+    return pipeline.open_record_set(output_dir), time.perf_counter() - start
+
+
+def cxr_fast_stream(record_set, augment, epoch_images, epochs=EPOCHS):
+    """All `epochs` epochs of `epoch_images` images each from the trainer's training stream, measured."""
+    config = config_lib.DataConfig(data_dir=record_set.root, image_size=input_pipeline.SIZE,
+                                   global_batch_size=input_pipeline.BATCH)
+    steps = math.ceil(epoch_images / config.global_batch_size)
+    dataset = pipeline.train_dataset(record_set, config, epochs=epochs, steps_per_epoch=steps)
+    if augment:
+        dataset = input_pipeline.with_augmentation(dataset)
+    iterator = iter(dataset)
+
+    @tf.function
+    def pull():
+        images = tf.constant(0)
+        for _ in tf.range(20):
+            optional = iterator.get_next_as_optional()
+            if optional.has_value():
+                images += tf.shape(optional.get_value()[0])[0]
+        return images
+
+    start, seen = time.perf_counter(), 0
+    while seen < steps * epochs * config.global_batch_size:
+        pulled = int(pull())
+        if not pulled:
+            break
+        seen += pulled
+    return time.perf_counter() - start
+
+
+def run(data_root, epochs=EPOCHS, work_dir=None, log=print):
+    variants = [reference(data_root, epochs)]
+    log(f"{variants[0]['name']}: {variants[0]['stream_s']:,.0f} s for {epochs} epochs (extrapolated from 1)")
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="cxr_fast_e2e_") as tmp:
+        record_set, preparation = prepare(data_root, os.path.join(tmp, "records"))
+        for augment, where in ((True, "augmentation on the CPU"), (False, "augmentation on the accelerator")):
+            films = variants[0]["epoch_images"]
+            seconds = cxr_fast_stream(record_set, augment, films, epochs)
+            variants.append({"name": f"cxr_fast, {where}", "cores": os.cpu_count() or 1,
+                             "preparation_s": preparation, "epoch_images": films, "measured_epochs": epochs,
+                             "stream_s": seconds, "extrapolated": False})
+            log(f"cxr_fast, {where}: {preparation:,.0f} s conversion + {seconds:,.0f} s for {epochs} epochs")
+        variants += torch_peers(data_root, tmp, epochs, log)
+    for v in variants:
+        v["total_s"] = v["preparation_s"] + v["stream_s"]
+        v["img_per_s"] = v["epoch_images"] * epochs / v["stream_s"]
+        v["speedup_over_reference"] = variants[0]["total_s"] / v["total_s"]
+    return variants
+
+
+def _seconds(value):
+    return f"{value:,.1f} s" if value < 10 else f"{value:,.0f} s"
+
+
+def markdown(variants, epochs=EPOCHS):
+    lines = [f"| input side of {epochs} epochs | cores | preparation (once) | {epochs} epochs | stream img/s | total | "
+             "x faster |", "|---|---|---|---|---|---|---|"]
+    for v in variants:
+        note = f" (extrapolated from {v['measured_epochs']})" if v["extrapolated"] else ""
+        lines.append(f"| {v['name']} | {v['cores']} | {_seconds(v['preparation_s'])} | {_seconds(v['stream_s'])}{note} | "
+                     f"{v['img_per_s']:,.0f} | {v['total_s'] / 60:,.1f} min | {v['speedup_over_reference']:,.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    variants = run(flags.FLAGS.data_root, flags.FLAGS.epochs)
+    print(markdown(variants, flags.FLAGS.epochs))
+    common.write_json(flags.FLAGS.json, {"benchmark": "end_to_end", "machine": common.machine(),
+                                         "epochs": flags.FLAGS.epochs, "variants": variants})
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("data_root", None, "Kermany-layout folder: train/, val/, test/ of full-size films.")
+    flags.DEFINE_integer("epochs", EPOCHS, "Epochs (the reference trained 30).")
+    flags.DEFINE_string("json", None, "Write the results here as JSON.")
+    flags.mark_flags_as_required(["data_root"])
+    app.run(main)

@@ -1,0 +1,29 @@
+"""Whole-epoch timing of Python-consumed streams, shared by end_to_end and the PyTorch peer.
+
+No TensorFlow here: the peer runs in its own process (torch and TensorFlow in one process
+crashed here: torch's triton import segfaulted after TensorFlow had loaded).
+"""
+import time
+
+
+def endless(batches):
+    """An iterable that ends each epoch (a DataLoader) as one endless iterator."""
+    while True:
+        yield from batches
+
+
+def epoch_seconds(batches, images_per_epoch, epochs):
+    """Wall seconds of `epochs` full epochs pulled from an endless `batches` iterator."""
+    start, seen = time.perf_counter(), 0
+    while seen < images_per_epoch * epochs:
+        batch = next(batches)
+        seen += len(batch[0])
+    return time.perf_counter() - start
+
+
+def python_stream(name, batches, films, cores, epochs, measured_epochs, preparation=0.0):
+    """An end-to-end row: `measured_epochs` measured, `epochs` reported (extrapolated when fewer)."""
+    seconds = epoch_seconds(batches, films, measured_epochs)
+    return {"name": name, "cores": cores, "preparation_s": preparation, "epoch_images": films,
+            "measured_epochs": measured_epochs, "stream_s": seconds / measured_epochs * epochs,
+            "extrapolated": measured_epochs < epochs}
