@@ -71,7 +71,7 @@ def markdown(results):
 def report(payload, command):
     """The measured section: command, machine and date, then every table of the run."""
     machine = payload["machine"]
-    figures = "\n".join(f"| `{name}` | {'' if value is None else f'{value:,.4g}'} |"
+    figures = "\n".join(f"| `{name}` | {'' if value is None else targets.number(value)} |"
                         for name, value in payload["figures"].items())
     return (f"Command: `{command}`; machine: {machine['cores']} cores ({machine['processor']}), "
             f"{machine['gpus']} GPUs, TensorFlow {machine['tensorflow']}, Python {machine['python']}; "

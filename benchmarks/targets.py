@@ -50,6 +50,11 @@ def figures(payload, all_cores):
     }
 
 
+def number(value):
+    """1,234,567 for rates, 3.24 / 0.00411 for ratios and shares."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def check(measured, targets):
     """Lines naming every target missed or not measured; empty when all are met."""
     failures = []
@@ -58,5 +63,5 @@ def check(measured, targets):
         if value is None:
             failures.append(f"{name} ({description}): not measured in this run")
         elif (value < bound) if comparison == ">=" else (value > bound):
-            failures.append(f"{name} ({description}): {value:,.4g}, target {comparison} {bound:,.4g}")
+            failures.append(f"{name} ({description}): {number(value)}, target {comparison} {number(bound)}")
     return failures
