@@ -16,7 +16,6 @@ shifts 0.2, zoom 0.8-1.2, shear 0.2 degrees as ImageDataGenerator reads `shear_r
 differs from the reference: torchvision fills with a constant where ImageDataGenerator repeats
 the nearest edge pixel (`fill_mode="nearest"`), and its zoom draws one scale for both axes.
 """
-import json
 import multiprocessing
 import os
 import time
@@ -24,6 +23,7 @@ import time
 from absl import app, flags
 
 from benchmarks.epochs import endless, python_stream
+from cxr_fast import atomic  # no TensorFlow behind it
 
 SIZE, BATCH = 128, 64
 
@@ -93,9 +93,7 @@ def main(argv):
         print(f"{row['name']}: {row['preparation_s']:,.1f} s preparation + {row['stream_s']:,.1f} s for "
               f"{FLAGS.epochs} epochs{' (extrapolated from 1)' if row['extrapolated'] else ''}")
     if FLAGS.json:
-        with open(FLAGS.json + ".tmp", "w") as f:
-            json.dump(rows, f)
-        os.replace(FLAGS.json + ".tmp", FLAGS.json)
+        atomic.write_json(FLAGS.json, rows)
 
 
 if __name__ == "__main__":
