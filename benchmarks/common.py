@@ -25,8 +25,8 @@ def images_per_second(batches, seconds, warmup_batches=3):
     return count / (time.perf_counter() - start)
 
 
-def dataset_images_per_second(dataset, seconds, batches_per_call=20):
-    """Images/s of a tf.data pipeline consumed as the trainer consumes it.
+def batch_puller(dataset, batches_per_call):
+    """A function pulling `batches_per_call` batches of `dataset` per call; returns their images.
 
     The trainer pulls `steps_per_loop` batches inside one tf.function; doing the same here
     measures the pipeline instead of Python's ~0.2 ms per `next()` on an eager iterator.
@@ -41,6 +41,12 @@ def dataset_images_per_second(dataset, seconds, batches_per_call=20):
             images += tf.shape(batch[0])[0]
         return images
 
+    return pull
+
+
+def dataset_images_per_second(dataset, seconds, batches_per_call=20):
+    """Images/s of a tf.data pipeline consumed as the trainer consumes it (`batch_puller`)."""
+    pull = batch_puller(dataset, batches_per_call)
     pull()  # trace and warm up
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

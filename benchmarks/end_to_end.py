@@ -22,7 +22,8 @@ decoded, resized to 128 px and augmented with the reference's affine settings, i
   (first epoch measured, x 30) and pre-resized once to 128 px JPEGs (preparation timed, all 30
   epochs measured).
 
-Streams are consumed in a tf.function, 20 batches per call, as the trainer consumes them.
+cxr_fast's streams are consumed in a tf.function, one epoch of batches per call, as the trainer
+consumes them (`common.batch_puller`).
 """
 import importlib.util
 import json
@@ -33,11 +34,10 @@ import sys
 import tempfile
 import time
 
-import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common, input_pipeline
-from benchmarks.epochs import python_stream
+from benchmarks.epochs import BATCH, SIZE, python_stream
 from cxr_fast import config as config_lib
 from cxr_fast.data import pipeline, writer
 
@@ -62,7 +62,7 @@ def torch_peers(data_root, work_dir, epochs=EPOCHS, log=print):
         return json.load(f)
 
 
-def prepare(data_root, output_dir, image_size=input_pipeline.SIZE):
+def prepare(data_root, output_dir, image_size=SIZE):
     """`tools.make_tfrecords --split=official` of the whole folder; returns (record set, seconds)."""
     start = time.perf_counter()
     writer.convert(config_lib.ConvertConfig(data_dir=data_root, output_dir=output_dir, split="official",
@@ -72,29 +72,15 @@ def prepare(data_root, output_dir, image_size=input_pipeline.SIZE):
 
 def cxr_fast_stream(record_set, augment, epoch_images, epochs=EPOCHS):
     """All `epochs` epochs of `epoch_images` images each from the trainer's training stream, measured."""
-    config = config_lib.DataConfig(data_dir=record_set.root, image_size=input_pipeline.SIZE,
-                                   global_batch_size=input_pipeline.BATCH)
+    config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH)
     steps = math.ceil(epoch_images / config.global_batch_size)
     dataset = pipeline.train_dataset(record_set, config, epochs=epochs, steps_per_epoch=steps)
     if augment:
         dataset = input_pipeline.with_augmentation(dataset)
-    iterator = iter(dataset)
-
-    @tf.function
-    def pull():
-        images = tf.constant(0)
-        for _ in tf.range(20):
-            optional = iterator.get_next_as_optional()
-            if optional.has_value():
-                images += tf.shape(optional.get_value()[0])[0]
-        return images
-
-    start, seen = time.perf_counter(), 0
-    while seen < steps * epochs * config.global_batch_size:
-        pulled = int(pull())
-        if not pulled:
-            break
-        seen += pulled
+    pull_epoch = common.batch_puller(dataset, steps)  # one call per epoch: exactly the 30 epochs, no more
+    start = time.perf_counter()
+    for _ in range(epochs):
+        pull_epoch().numpy()
     return time.perf_counter() - start
 
 
@@ -103,8 +89,8 @@ def run(data_root, epochs=EPOCHS, work_dir=None, log=print):
     log(f"{variants[0]['name']}: {variants[0]['stream_s']:,.0f} s for {epochs} epochs (extrapolated from 1)")
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="cxr_fast_e2e_") as tmp:
         record_set, preparation = prepare(data_root, os.path.join(tmp, "records"))
+        films = variants[0]["epoch_images"]
         for augment, where in ((True, "augmentation on the CPU"), (False, "augmentation on the accelerator")):
-            films = variants[0]["epoch_images"]
             seconds = cxr_fast_stream(record_set, augment, films, epochs)
             variants.append({"name": f"cxr_fast, {where}", "cores": os.cpu_count() or 1,
                              "preparation_s": preparation, "epoch_images": films, "measured_epochs": epochs,

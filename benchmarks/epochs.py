@@ -1,9 +1,12 @@
-"""Whole-epoch timing of Python-consumed streams, shared by end_to_end and the PyTorch peer.
+"""What every input benchmark shares, so both sides of a comparison do the same work: the image
+size and batch, and whole-epoch timing of Python-consumed streams (end_to_end, the PyTorch peer).
 
 No TensorFlow here: the peer runs in its own process (torch and TensorFlow in one process
 crashed here: torch's triton import segfaulted after TensorFlow had loaded).
 """
 import time
+
+SIZE, BATCH = 128, 64
 
 
 def endless(batches):

@@ -20,12 +20,12 @@ import tensorflow as tf
 from absl import app, flags
 
 from benchmarks import common
+from benchmarks.epochs import BATCH, SIZE
 from cxr_fast import config as config_lib
 from cxr_fast.data import pipeline, writer
 from cxr_fast.distributed import service as data_service
 from cxr_fast.training import augment
 
-SIZE, BATCH = 128, 64
 
 
 def reference_batches(image_dir):
@@ -107,8 +107,7 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            data_service=service.target, service_job="benchmark")
             add(f"cxr_fast {encoding} via tf.data service", pipeline.train_dataset(record_set, config),
-                all_cores, reads=reads, cache="none", augment="none",
-                service="1 worker, loopback")
+                all_cores, reads=reads, cache="none", augment="none", service="1 worker, loopback")
             service.stop()
     reference = next((v["img_per_s"] for v in variants if v["name"].startswith("reference")), None)
     for v in variants:

@@ -22,10 +22,8 @@ import time
 
 from absl import app, flags
 
-from benchmarks.epochs import endless, python_stream
+from benchmarks.epochs import BATCH, SIZE, endless, python_stream
 from cxr_fast import atomic  # no TensorFlow behind it
-
-SIZE, BATCH = 128, 64
 
 
 def _gray(path):

@@ -18,9 +18,8 @@ from absl import app, flags
 
 from benchmarks import augment, common, convert, end_to_end, input_pipeline, targets, train_step
 from cxr_fast import atomic
-from cxr_fast.data import pipeline
 from cxr_fast.config import SyntheticConfig
-from cxr_fast.data import synthetic
+from cxr_fast.data import pipeline, synthetic
 
 
 def chart(variants, path, title):
@@ -84,7 +83,8 @@ def report(payload, command):
 
 def write_build_md(path, section):
     """Replaces the text between BUILD.md's two markers with `section` (written to a temporary name first)."""
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     begin, end = (text.find(marker) for marker in MARKERS)
     if begin < 0 or end < begin:
         raise ValueError(f"{path} lacks the markers {MARKERS[0]} ... {MARKERS[1]}")

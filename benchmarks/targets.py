@@ -41,7 +41,7 @@ def figures(payload, all_cores):
         "train_records": payload.get("train_records"),
         "jpeg_no_cache_img_per_s": _variant(results, "input_pipeline", "cxr_fast jpeg cache=none", all_cores),
         "raw_no_cache_img_per_s": _variant(results, "input_pipeline", "cxr_fast raw cache=none", all_cores),
-        "cached_img_per_s": min(cached) if cached and None not in cached else None,
+        "cached_img_per_s": None if None in cached else min(cached),
         "augmented_stream_1_core_over_reference": augmented_1 / reference if augmented_1 and reference else None,
         "fused_over_chain": payload.get("fused_speedup_over_chain"),
         "augment_share_of_step": payload.get("augment_share_of_step"),
