@@ -1,5 +1,6 @@
 """The tf.data pipelines: shapes and dtypes, every record once, caching, distribution, bad input."""
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -75,6 +76,24 @@ def test_each_epoch_is_a_function_of_seed_and_epoch(records_dir, cache):
     assert stream(config, start=(1, 2), epochs=2) == full[6:]
     assert stream(config) == full  # the same again
     assert stream(_config(records_dir, cache=cache, seed=7))[:4] != full[:4]
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_an_epoch_holds_no_record_twice(records_dir, cache):
+    # Each epoch is one pass in its own order; only an epoch longer than the split starts a
+    # second pass (and then holds every record before any repeats).
+    record_set = pipeline.open_record_set(records_dir)
+    config = _config(records_dir, cache=cache)
+    records = record_set.num_records("train")
+    assert len(set(r[2] for r in _eval_rows(record_set, "train", config))) == records  # distinct images
+    steps = records // 8
+    for epoch in range(2):
+        batches = pipeline.train_dataset(record_set, config, epochs=1, start=(epoch, 0), steps_per_epoch=steps)
+        digests = [_digest(i) for images, _ in batches for i in images.numpy()]
+        assert len(digests) == steps * 8 and len(set(digests)) == len(digests)
+    longer = pipeline.train_dataset(record_set, config, epochs=1, steps_per_epoch=steps + records // 8 + 1)
+    digests = [_digest(i) for images, _ in longer for i in images.numpy()]
+    assert len(set(digests[:records])) == records
 
 
 def test_cache_decision_follows_the_budget(records_dir):
@@ -166,6 +185,6 @@ def test_missing_split_and_manifest(records_dir, tmp_path):
     with pytest.raises(InputError, match="manifest.json not found"):
         pipeline.open_record_set(str(tmp_path))
     record_set = pipeline.open_record_set(records_dir)
-    empty = pipeline.RecordSet(record_set.root, record_set.manifest, {"train": record_set.files["train"]})
+    empty = dataclasses.replace(record_set, files={"train": record_set.files["train"]})
     with pytest.raises(InputError, match="no val shards"):
         pipeline.eval_dataset(empty, "val", _config(records_dir))
