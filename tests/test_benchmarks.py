@@ -85,13 +85,22 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     figures = payload["figures"]
     assert figures["train_records"] == payload["train_records"] > 0 and figures["raw_no_cache_img_per_s"] is None
     assert figures["end_to_end_30_epochs_over_reference"] == on_cpu["speedup_over_reference"]
-    section = run_all.report(payload, "python -m benchmarks.run_all --output_dir=x")
-    assert "python -m benchmarks.run_all --output_dir=x" in section and "(extrapolated from 1)" in section
     build_md = tmp_path / "BUILD.md"
-    build_md.write_text(f"# B\n{run_all.MARKERS[0]}\nold\n{run_all.MARKERS[1]}\ntail\n")
-    run_all.write_build_md(str(build_md), section)
+    build_md.write_text(f"# B\n| `train_records` | >= 1 | records |\n{run_all.MARKERS[0]}\nold\n{run_all.MARKERS[1]}\ntail\n")
+    lines = []
+    assert run_all.finish(payload, "python -m benchmarks.run_all --output_dir=x", str(tmp_path), str(build_md),
+                          str(build_md), log=lines.append) == 0
+    section = (tmp_path / "report.md").read_text()
+    assert "python -m benchmarks.run_all --output_dir=x" in section and "(extrapolated from 1)" in section
     text = build_md.read_text()
     assert "old" not in text and section in text and text.endswith(f"{run_all.MARKERS[1]}\ntail\n")
+    assert lines[-1] == f"every target in {build_md} met"
+    targets_md = tmp_path / "targets.md"  # a miss and a figure this run did not measure: exit 1, both named
+    targets_md.write_text("| `train_records` | >= 1000000000 | records |\n| `raw_no_cache_img_per_s` | >= 1 | raw |\n")
+    lines = []
+    assert run_all.finish(payload, "x", str(tmp_path), targets_file=str(targets_md), log=lines.append) == 1
+    assert [line.split(":")[0] for line in lines if line.startswith("TARGET MISSED")] == ["TARGET MISSED"] * 2
+    assert "train_records (records)" in lines[-2] and "raw_no_cache_img_per_s (raw): not measured" in lines[-1]
 
 
 def test_targets_are_read_from_build_md_and_a_miss_is_named(tmp_path):
