@@ -1,5 +1,7 @@
 """The step functions in one process: mixed precision (float32 augmentation, compute dtype at the
-model's input, a full B0 step per policy) and the XLA-compiled forward/backward."""
+model's input, a step per policy: B0 under mixed_float16 with its loss scaling, the tiny CNN under
+mixed_bfloat16, whose B0 graph took ~80 s here to check the same dtypes) and the XLA-compiled
+forward/backward."""
 import keras
 import numpy as np
 import pytest
@@ -28,17 +30,17 @@ def _one_batch(strategy, batch=4):
     return iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)).repeat()))
 
 
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_step_augments_in_float32_and_feeds_the_compute_dtype(policy):
+@pytest.mark.parametrize("policy, backbone", [("mixed_bfloat16", "tiny"), ("mixed_float16", "B0")])
+def test_mixed_precision_step_augments_in_float32_and_feeds_the_compute_dtype(policy, backbone):
     keras.mixed_precision.set_global_policy(policy)
     try:
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-        steps = Steps(_config(), strategy, [1.0, 1.0], policy=policy)
+        steps = Steps(_config(backbone), strategy, [1.0, 1.0], policy=policy)
         assert steps.model.get_layer("pneumonia").dtype_policy.compute_dtype == "float32"  # sigmoid in float32
         assert isinstance(steps.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
         iterator = _one_batch(strategy)
         totals = steps.train_loop(iterator, tf.constant(2), tf.constant(0, tf.int64)).numpy()
-        assert np.isfinite(totals).all() and totals[2] == 8  # a full B0 step at this policy, twice
+        assert np.isfinite(totals).all() and totals[2] == 8  # a full step at this policy, twice
         nodes = _nodes(steps.train_loop.get_concrete_function(iterator, tf.constant(2), tf.constant(0, tf.int64)))
         resamples = [tf.dtypes.as_dtype(n.attr["dtype"].type) for n in nodes if n.op == "ImageProjectiveTransformV3"]
         assert resamples == [tf.float32]
