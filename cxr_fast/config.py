@@ -13,6 +13,7 @@ from cxr_fast.errors import InputError
 SPLIT_POLICIES = ("patient", "image", "official")  # how tools.make_tfrecords assigns patients to splits
 ENCODINGS = ("jpeg", "png", "raw")  # how records store their images
 DEFAULT_MAX_PIXELS = 64_000_000  # 8k x 8k; the largest Kermany film is 2916 x 2713 (7.9 MP)
+DEFAULT_MAX_BYTES = 32 * 2**20  # per served image; a 16-bit 3000x3000 PNG film is ~18 MB
 
 
 def parse_floats(values, flag, example):

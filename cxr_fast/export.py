@@ -2,15 +2,22 @@
 
     python -m cxr_fast.export --model=runs/model2 --export_dir=serving/cxr/1
 
-The threshold is the one `evaluate --threshold=auto` saved beside the model, else 0.5.
+The threshold is the one `evaluate --threshold=auto` saved beside the model, else 0.5.  The
+served bytes come from anyone who can reach the server: images over --max_image_pixels (read
+from the header, never decoded) or --max_image_bytes get an error string, not an answer.
 """
 from absl import flags
 
 from cxr_fast import errors
+from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
 flags.DEFINE_string("export_dir", None, "SavedModel folder to write (e.g. serving/NAME/VERSION).")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir.")
+flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_PIXELS, "Refuse images declaring more pixels (from the header, "
+                     "never decoded); fixed in the SavedModel.")
+flags.DEFINE_integer("max_image_bytes", DEFAULT_MAX_BYTES, "Refuse inputs of more bytes; fixed "
+                     "in the SavedModel.")
 flags.mark_flags_as_required(["model", "export_dir"])
 FLAGS = flags.FLAGS
 
@@ -21,10 +28,15 @@ def main(argv):
     from cxr_fast.serving import inference  # after flag parsing: TensorFlow takes seconds to load
     from cxr_fast.serving import savedmodel
 
+    for name in ("max_image_pixels", "max_image_bytes"):
+        if getattr(FLAGS, name) < 1:
+            raise errors.InputError(f"--{name}={getattr(FLAGS, name)} must be at least 1")
     model, threshold = inference.load(FLAGS.model)
-    path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite)
+    path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
+                             FLAGS.max_image_bytes)
     print(f"exported {FLAGS.model} (threshold {threshold:.3f}) to {path}; signature serving_default: "
-          "images (encoded bytes) -> probability, label, class")
+          "images (encoded bytes) -> probability, label, class, error; JPEG or PNG, at most "
+          f"{FLAGS.max_image_pixels} pixels and {FLAGS.max_image_bytes} bytes per image")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""A SavedModel that TF Serving can run unchanged: encoded image bytes in, probability and label out.
+"""A SavedModel that TF Serving can run unchanged: encoded image bytes in, per image probability,
+label, class and error out; bytes that are not a JPEG or PNG within the limits set at export are
+refused from their header, never decoded (`headers`).
 
 The serving function repeats training's preprocessing in TensorFlow ops: decode (JPEG with
-the accurate integer DCT, as the record reader and Pillow do; PNG, GIF and BMP through
-`decode_image`), gray, squash to the model's square size with an antialiased bilinear resize,
-round to uint8.  Images stored at the model's size give exactly the Keras model's
+the accurate integer DCT, as the record reader and Pillow do; PNG through `decode_image`),
+gray, squash to the model's square size with an antialiased bilinear resize, round to uint8.  Images stored at the model's size give exactly the Keras model's
 probabilities; larger ones differ only by the resize filter (Pillow's bilinear vs
 TensorFlow's), well under 0.01 in probability.  16-bit PNGs are scaled by 1/256 here,
 whereas `predict` shifts them by their actual bit depth.
@@ -13,6 +14,8 @@ import os
 import tensorflow as tf
 
 from cxr_fast import atomic
+from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from cxr_fast.serving import headers
 
 
 def decode_for_model(encoded, size):
@@ -31,27 +34,51 @@ def decode_for_model(encoded, size):
 
 
 class ServingModule(tf.Module):
-    def __init__(self, model, threshold):
+    """The exported signature: per image a probability, label, class and error ("" when fine).
+
+    Each input is checked from its header first (`headers.refusal`: JPEG or PNG, within the byte
+    and pixel limits fixed here) and only then decoded, inside a tf.data pipeline whose
+    `ignore_errors` turns a decoder error (truncated or corrupt bytes) into that image's error
+    instead of a failed request.  Refused images get probability -1, label -1, class "".
+    """
+
+    def __init__(self, model, threshold, max_pixels, max_bytes):
         super().__init__()
         self.model = model
         self.threshold = tf.constant(threshold, tf.float32)
         self.size, self.channels = model.input_shape[1], model.input_shape[3]
+        # Saved with the model, so an operator can read the limits back from the SavedModel.
+        self.max_image_pixels = tf.Variable(max_pixels, dtype=tf.int64, trainable=False)
+        self.max_image_bytes = tf.Variable(max_bytes, dtype=tf.int64, trainable=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
-        pixels = tf.map_fn(lambda data: decode_for_model(data, self.size), images,
-                           fn_output_signature=tf.TensorSpec([self.size, self.size, 1], tf.uint8))
+        count = tf.size(images)
+        refused = tf.map_fn(lambda data: headers.refusal(data, self.max_image_pixels, self.max_image_bytes), images,
+                            fn_output_signature=tf.string)
+        accepted = tf.cast(tf.where(tf.equal(refused, "")), tf.int32)[:, 0]
+        decoded = tf.data.Dataset.from_tensor_slices((accepted, tf.gather(images, accepted)))
+        decoded = decoded.map(lambda index, data: (index, decode_for_model(data, self.size))).ignore_errors()
+        pixels = tf.zeros([count, self.size, self.size, 1], tf.uint8)
+        ok = tf.zeros([count], tf.bool)
+        for index, image in decoded:
+            pixels = tf.tensor_scatter_nd_update(pixels, [[index]], image[None])
+            ok = tf.tensor_scatter_nd_update(ok, [[index]], [True])
         if self.channels == 3:
             pixels = tf.image.grayscale_to_rgb(pixels)
         probability = tf.reshape(self.model(tf.cast(pixels, tf.float32), training=False), [-1])
-        label = tf.cast(probability >= self.threshold, tf.int32)
-        return {"probability": probability, "label": label,
-                "class": tf.gather(tf.constant(["NORMAL", "PNEUMONIA"]), label)}
+        error = tf.where(ok, "", tf.where(tf.equal(refused, ""), "unreadable: the image data is truncated or corrupt",
+                                          refused))
+        label = tf.where(ok, tf.cast(probability >= self.threshold, tf.int32), -1)
+        return {"probability": tf.where(ok, probability, -1.0), "label": label,
+                "class": tf.where(ok, tf.gather(tf.constant(["NORMAL", "PNEUMONIA"]), tf.maximum(label, 0)), ""),
+                "error": error}
 
 
-def export(model, export_dir, threshold=0.5, overwrite=False):
+def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
+           max_bytes=DEFAULT_MAX_BYTES):
     """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all."""
-    module = ServingModule(model, threshold)
+    module = ServingModule(model, threshold, max_pixels, max_bytes)
     with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
     return os.path.abspath(export_dir)

@@ -1,17 +1,15 @@
-"""Prediction on new files (good, corrupt, non-image), Grad-CAM, and the exported SavedModel."""
+"""Prediction on new files (good, corrupt, non-image) and Grad-CAM."""
 import glob
-import io
 import json
 import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from cli import run
 from cxr_fast.data import imaging
-from cxr_fast.serving import gradcam, inference, savedmodel
+from cxr_fast.serving import gradcam, inference
 
 pytestmark = pytest.mark.heavy(50)  # ~seconds here; scheduled first (tests/conftest.py)
 
@@ -67,35 +65,3 @@ def test_cli_jsonl_overlays_and_exit_code(tiny_model_dir, files, tmp_path):
     assert "2 of 4 files could not be classified" in result.stderr
     ok = run("cxr_fast.predict", f"--model={tiny_model_dir}", os.path.dirname(good[0]))
     assert ok.returncode == 0 and len(ok.stdout.strip().splitlines()) >= 1
-
-
-def test_exported_model_matches_keras(tiny_model_dir, files):
-    export_dir = os.path.join(os.path.dirname(tiny_model_dir), "export")  # written by --export_dir at training
-    served = tf.saved_model.load(export_dir).signatures["serving_default"]
-    model, threshold = inference.load(tiny_model_dir)
-    good = files[0]
-    same_size = []
-    for path in good:  # at the model's size: no resize, so the two must agree exactly
-        buffer = io.BytesIO()
-        Image.fromarray(imaging.load_gray(open(path, "rb").read(), 32)).save(buffer, format="PNG")
-        same_size.append(buffer.getvalue())
-    out = served(images=tf.constant(same_size))
-    expected = model.predict_on_batch(np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in same_size])[..., None])
-    np.testing.assert_allclose(out["probability"].numpy(), expected.ravel(), atol=1e-5)
-    full = served(images=tf.constant([open(p, "rb").read() for p in good]))  # full-size JPEGs: resize filters differ
-    keras_full = [r["probability"] for r in inference.classify(model, threshold, good)]
-    np.testing.assert_allclose(full["probability"].numpy(), keras_full, atol=0.02)
-    assert set(full["class"].numpy().tolist()) <= {b"NORMAL", b"PNEUMONIA"}
-
-
-def test_export_cli_refuses_existing_dir(tiny_model_dir, tmp_path):
-    (tmp_path / "keep.txt").write_text("x")
-    result = run("cxr_fast.export", f"--model={tiny_model_dir}", f"--export_dir={tmp_path}")
-    assert result.returncode == 2 and "--export_dir" in result.stderr and "--overwrite" in result.stderr
-
-
-def test_decode_for_model_matches_pillow_on_same_size_jpeg():
-    gray = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
-    data = imaging.encode(gray, "jpeg")
-    ours = savedmodel.decode_for_model(tf.constant(data), 32).numpy()[..., 0]
-    np.testing.assert_array_equal(ours, np.asarray(Image.open(io.BytesIO(data))))

@@ -1,0 +1,74 @@
+"""Declared image sizes read from headers in TensorFlow ops, and the reasons inputs are refused."""
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from cxr_fast.serving import headers
+from images import jpeg, jpeg_declaring, png16, png_bomb
+
+LIMITS = dict(max_pixels=64_000_000, max_bytes=1 << 20)
+
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+def refusals(batch):
+    return tf.map_fn(lambda data: headers.refusal(data, tf.constant(64_000_000, tf.int64),
+                                                  tf.constant(1 << 20, tf.int64)), batch, fn_output_signature=tf.string)
+
+
+def _refusal(data, **limits):
+    limits = {**LIMITS, **limits}
+    return headers.refusal(tf.constant(data), tf.constant(limits["max_pixels"], tf.int64),
+                           tf.constant(limits["max_bytes"], tf.int64)).numpy().decode()
+
+
+def _png(height, width):
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, size", [
+    (jpeg(40, 30), (40, 30)),
+    (jpeg(300, 200, progressive=True), (300, 200)),  # SOF2
+    (jpeg(50, 70, exif=b"Exif\x00\x00" + bytes(3000)), (50, 70)),  # a long APP1 segment before the frame
+    (_png(33, 17), (33, 17)),
+    (png16(), (40, 30)),
+])
+def test_declared_size_is_what_pillow_reads(data, size):
+    raw, length = headers._bytes(tf.constant(data))
+    finder = headers.png_size if data.startswith(b"\x89PNG") else headers.jpeg_size
+    found, height, width = finder(raw, length)
+    assert bool(found) and (int(height), int(width)) == size == Image.open(io.BytesIO(data)).size[::-1]
+    assert _refusal(data) == ""
+
+
+def test_each_refusal_names_its_reason():
+    assert _refusal(png_bomb(16000, 16000)).startswith(
+        "too large: the image declares 16000x16000 pixels, over the limit of 64000000 set at export")
+    assert _refusal(jpeg_declaring(60000, 60000)).startswith("too large: the image declares 60000x60000 pixels")
+    assert _refusal(jpeg(), max_bytes=100).startswith("too large: ") and "over the limit of 100 " in _refusal(
+        jpeg(), max_bytes=100)
+    assert _refusal(b"just some text") == "not an image: send JPEG or PNG bytes"
+    assert _refusal(b"") == "not an image: send JPEG or PNG bytes"
+    assert _refusal(b"GIF89a" + bytes(20)) == "not an image: send JPEG or PNG bytes"
+    assert _refusal(jpeg()[:20]) == "unreadable: the JPEG has no frame header (truncated or corrupt)"
+    assert _refusal(_png(8, 8)[:20]) == "unreadable: the PNG has no IHDR header (truncated or corrupt)"
+    assert _refusal(jpeg_declaring(0, 10)) == "unreadable: the image declares 10x0 pixels"
+
+
+def test_no_input_makes_the_header_ops_raise():
+    # Random bytes behind each signature, every prefix length of a real JPEG and PNG: one string each.
+    rng = np.random.default_rng(0)
+    good = [jpeg(), _png(8, 8)]
+    batch = [data[:n] for data in good for n in range(0, len(data), 7)]
+    batch += [prefix + rng.bytes(int(rng.integers(0, 64))) for prefix in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+              for _ in range(100)]
+    batch += [b"\xff\xd8" + b"\xff" * 5000, b"\xff\xd8" + b"\xff\xe0\x00\x00" * 2000]  # fill bytes; zero-length loop
+    out = refusals(tf.constant(batch)).numpy()
+    assert len(out) == len(batch) and all(isinstance(reason, bytes) for reason in out)
+    sof_end = good[0].index(b"\xff\xc0") + 9  # a JPEG prefix passes the header check once it holds the frame header
+    lengths = range(0, len(good[0]), 7)
+    assert [reason == b"" for reason in out[:len(lengths)]] == [n >= sof_end for n in lengths]

@@ -1,0 +1,144 @@
+"""The exported SavedModel: the Keras model's probabilities for good images, and a per-image
+error, never a failed request nor a decoded bomb, for bytes from an attacker."""
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from cli import ROOT, run
+from cxr_fast.data import imaging
+from cxr_fast.serving import inference, savedmodel
+from images import jpeg, jpeg_declaring, png16, png_bomb
+
+pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def good(synthetic_dir):
+    return sorted(glob.glob(os.path.join(synthetic_dir, "chest_xray/test/*/*.jpeg")))[:3]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_model_dir):
+    return os.path.join(os.path.dirname(tiny_model_dir), "export")  # written by --export_dir at training
+
+
+@pytest.fixture(scope="module")
+def served(export_dir):
+    return tf.saved_model.load(export_dir).signatures["serving_default"]
+
+
+def test_exported_model_matches_keras(tiny_model_dir, served, good):
+    model, threshold = inference.load(tiny_model_dir)
+    same_size = []
+    for path in good:  # at the model's size: no resize, so the two must agree exactly
+        buffer = io.BytesIO()
+        Image.fromarray(imaging.load_gray(open(path, "rb").read(), 32)).save(buffer, format="PNG")
+        same_size.append(buffer.getvalue())
+    out = served(images=tf.constant(same_size))
+    expected = model.predict_on_batch(np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in same_size])[..., None])
+    np.testing.assert_allclose(out["probability"].numpy(), expected.ravel(), atol=1e-5)
+    assert out["error"].numpy().tolist() == [b""] * 3
+    full = served(images=tf.constant([open(p, "rb").read() for p in good]))  # full-size JPEGs: resize filters differ
+    keras_full = [r["probability"] for r in inference.classify(model, threshold, good)]
+    np.testing.assert_allclose(full["probability"].numpy(), keras_full, atol=0.02)
+    assert set(full["class"].numpy().tolist()) <= {b"NORMAL", b"PNEUMONIA"}
+
+
+def test_bad_inputs_get_their_own_error_and_the_good_ones_an_answer(served, good):
+    first = open(good[0], "rb").read()
+    batch = {
+        "good": first,
+        "png bomb": png_bomb(16000, 16000),
+        "jpeg declaring 60000x60000": jpeg_declaring(60000, 60000),
+        "truncated jpeg": first[:len(first) // 2],
+        "truncated png": png16()[:200],
+        "text": b"I am not an image",
+        "empty": b"",
+        "16-bit png": png16(),
+        "good again": open(good[1], "rb").read(),
+    }
+    out = served(images=tf.constant(list(batch.values())))
+    errors = dict(zip(batch, (e.decode() for e in out["error"].numpy())))
+    probability = dict(zip(batch, out["probability"].numpy()))
+    assert errors["png bomb"].startswith("too large: the image declares 16000x16000 pixels")
+    assert errors["jpeg declaring 60000x60000"].startswith("too large: the image declares 60000x60000 pixels")
+    assert errors["truncated jpeg"] == errors["truncated png"] == "unreadable: the image data is truncated or corrupt"
+    assert errors["text"] == errors["empty"] == "not an image: send JPEG or PNG bytes"
+    for name in ("good", "16-bit png", "good again"):
+        assert errors[name] == "" and 0 <= probability[name] <= 1, name
+    alone = served(images=tf.constant([batch["good"], batch["good again"]]))["probability"].numpy()
+    np.testing.assert_allclose([probability["good"], probability["good again"]], alone, atol=1e-6)
+    refused = [name for name, error in errors.items() if error]
+    labels = dict(zip(batch, out["label"].numpy()))
+    classes = dict(zip(batch, out["class"].numpy()))
+    assert all(probability[n] == -1 and labels[n] == -1 and classes[n] == b"" for n in refused)
+    assert served(images=tf.constant([], tf.string))["error"].shape == (0,)
+
+
+def test_the_bomb_request_stays_within_its_memory_bound(export_dir, tmp_path):
+    # In a fresh process (as a server would be): the peak resident memory the bomb request adds,
+    # after a warm-up request with a good image. Decoded, the bomb alone needs 256 MB.
+    (tmp_path / "bomb.png").write_bytes(png_bomb(16000, 16000))
+    (tmp_path / "good.jpg").write_bytes(jpeg(300, 200))
+    script = f"""
+import json, time, tensorflow as tf
+def peak_mb():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+served = tf.saved_model.load({export_dir!r}).signatures["serving_default"]
+good, bomb = open({str(tmp_path / 'good.jpg')!r}, "rb").read(), open({str(tmp_path / 'bomb.png')!r}, "rb").read()
+for _ in range(3):
+    served(images=tf.constant([good, good]))
+before = peak_mb()
+start = time.perf_counter()
+out = served(images=tf.constant([bomb, good]))
+print(json.dumps({{"added_mb": peak_mb() - before, "seconds": time.perf_counter() - start,
+                  "errors": [e.decode() for e in out["error"].numpy()]}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["errors"][0].startswith("too large") and measured["errors"][1] == ""
+    assert measured["added_mb"] < 50 and measured["seconds"] < 5, measured
+
+
+def test_limits_are_set_at_export_and_read_back(tiny_model_dir, tmp_path, good):
+    model, threshold = inference.load(tiny_model_dir)
+    path = savedmodel.export(model, str(tmp_path / "small"), threshold, max_pixels=100 * 100, max_bytes=50_000)
+    loaded = tf.saved_model.load(path)
+    assert int(loaded.max_image_pixels.numpy()) == 10_000 and int(loaded.max_image_bytes.numpy()) == 50_000
+    out = loaded.signatures["serving_default"](images=tf.constant([jpeg(100, 100), jpeg(101, 100), bytes(60_000)]))
+    errors = [e.decode() for e in out["error"].numpy()]
+    assert errors[0] == "" and errors[1].startswith("too large: the image declares 100x101 pixels, over the limit of 10000")
+    assert errors[2].startswith("too large: 60000 bytes, over the limit of 50000")
+
+
+def test_export_cli_sets_limits_and_refuses_existing_dir(tiny_model_dir, tmp_path):
+    result = run("cxr_fast.export", f"--model={tiny_model_dir}", f"--export_dir={tmp_path / 'out'}",
+                 "--max_image_pixels=5000000", "--max_image_bytes=1000000")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "images (encoded bytes) -> probability, label, class, error" in result.stdout
+    assert "at most 5000000 pixels and 1000000 bytes per image" in result.stdout
+    assert int(tf.saved_model.load(str(tmp_path / "out")).max_image_pixels.numpy()) == 5_000_000
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "keep.txt").write_text("x")
+    result = run("cxr_fast.export", f"--model={tiny_model_dir}", f"--export_dir={tmp_path / 'keep'}")
+    assert result.returncode == 2 and "--export_dir" in result.stderr and "--overwrite" in result.stderr
+    result = run("cxr_fast.export", f"--model={tiny_model_dir}", f"--export_dir={tmp_path / 'x'}",
+                 "--max_image_pixels=0")
+    assert result.returncode == 2 and "--max_image_pixels" in result.stderr
+
+
+def test_decode_for_model_matches_pillow_on_same_size_jpeg():
+    gray = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    data = imaging.encode(gray, "jpeg")
+    ours = savedmodel.decode_for_model(tf.constant(data), 32).numpy()[..., 0]
+    np.testing.assert_array_equal(ours, np.asarray(Image.open(io.BytesIO(data))))
