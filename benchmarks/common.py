@@ -11,6 +11,7 @@ import time
 import tensorflow as tf
 
 from cxr_fast import atomic
+from cxr_fast.training.loop import GPU_STEPS_PER_LOOP
 
 
 def images_per_second(batches, seconds, warmup_batches=3):
@@ -44,8 +45,9 @@ def batch_puller(dataset, batches_per_call):
     return pull
 
 
-def dataset_images_per_second(dataset, seconds, batches_per_call=20):
-    """Images/s of a tf.data pipeline consumed as the trainer consumes it (`batch_puller`)."""
+def dataset_images_per_second(dataset, seconds, batches_per_call=GPU_STEPS_PER_LOOP):
+    """Images/s of a tf.data pipeline consumed as the trainer on a GPU consumes it (`batch_puller`:
+    its default steps per tf.function call)."""
     pull = batch_puller(dataset, batches_per_call)
     pull()  # trace and warm up
     count, start = 0, time.perf_counter()

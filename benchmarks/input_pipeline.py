@@ -75,7 +75,7 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
     def add(name, batches, cores, **settings):
         if isinstance(batches, tf.data.Dataset):
             rate = common.dataset_images_per_second(batches, seconds)
-            settings["consumer"] = "tf.function, 20 batches a call"
+            settings["consumer"] = f"tf.function, {common.GPU_STEPS_PER_LOOP} batches a call (the trainer on a GPU)"
         else:
             rate = common.images_per_second(batches, seconds)
             settings["consumer"] = "python loop"

@@ -33,6 +33,7 @@ from cxr_fast.training import model as model_lib
 from cxr_fast.training.steps import Steps
 
 BEST_WEIGHTS = "best.weights.h5"
+GPU_STEPS_PER_LOOP = 50  # steps per tf.function call on GPUs (--steps_per_loop=0): Python's per-call cost amortized
 
 
 def class_weights(record_set, mode):
@@ -91,8 +92,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
         raise InputError(f"--batch_size={global_batch} is larger than the {record_set.num_records('train')} "
                          "training records; lower it")
     steps_per_epoch = config.steps_per_epoch or record_set.num_records("train") // global_batch
-    steps_per_loop = config.steps_per_loop or (min(50, steps_per_epoch) if tf.config.list_physical_devices("GPU")
-                                               else 1)
+    steps_per_loop = config.steps_per_loop or (min(GPU_STEPS_PER_LOOP, steps_per_epoch)
+                                               if tf.config.list_physical_devices("GPU") else 1)
     log(f"train {record_set.num_records('train')} records, {steps_per_epoch} steps of {global_batch} per epoch, "
         f"{steps_per_loop} per loop; class weights {[round(w, 4) for w in weights]}")
 
