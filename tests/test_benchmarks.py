@@ -132,3 +132,22 @@ def test_the_projects_build_md_has_a_target_for_every_figure():
     payload = {"results": {}, "machine": {"cores": 2}}
     assert names == set(targets.figures(payload, 2))
     assert all(marker in open(build_md).read() for marker in run_all.MARKERS)
+
+
+def test_a_measured_pipeline_stops_its_threads(records_dir):
+    # Each variant's iterator must be gone before the next is measured (else its threads and cache
+    # compete with it: seen 20 threads left per variant).
+    from cxr_fast.config import DataConfig
+    from cxr_fast.data import pipeline
+
+    def threads():
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+
+    record_set = pipeline.open_record_set(records_dir)
+    config = DataConfig(data_dir=records_dir, image_size=32, global_batch_size=8, cache="memory")
+    common.dataset_images_per_second(pipeline.train_dataset(record_set, config), 0.1)  # TensorFlow's own pools
+    before = threads()
+    for _ in range(3):
+        assert common.dataset_images_per_second(pipeline.train_dataset(record_set, config), 0.1) > 0
+    assert threads() - before < 10
