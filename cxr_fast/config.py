@@ -121,7 +121,7 @@ class DataConfig:
     global_batch_size: int = 64
     channels: int = 1  # 1: the model replicates gray on the device (3x less to move and augment)
     cache: str = "auto"  # auto: in memory when the decoded split fits cache_budget_mb
-    cache_budget_mb: int = 4096
+    cache_budget_mb: int = 4096  # building the cached tensor briefly holds the decoded split twice
     shuffle_buffer: int = 16384
     seed: int = 42
     verify: bool = False  # sha256 of every shard against the manifest before reading

@@ -20,7 +20,8 @@ flags.DEFINE_integer("image_size", 128, "Model input size; records of another st
 flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas).")
 flags.DEFINE_enum("cache", "auto", ["auto", "memory", "none"], "Cache the decoded training split in memory.")
 flags.DEFINE_integer("cache_budget_mb", 4096, "cache=auto caches when the decoded split fits this.")
-flags.DEFINE_integer("shuffle_buffer", 16384, "Records in the shuffle buffer.")
+flags.DEFINE_integer("shuffle_buffer", 16384, "Records in the shuffle buffer when records are read from disk; "
+                     "a cached split is fully permuted every epoch.")
 flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher (tools.data_service): "
                     "read and decode the training split there; evaluation still reads locally.")
 flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 against the manifest before training.")
