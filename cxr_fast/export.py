@@ -8,7 +8,7 @@ from the header, never decoded) or --max_image_bytes get an error string, not an
 """
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import atomic, errors
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
@@ -31,6 +31,7 @@ def main(argv):
     for name in ("max_image_pixels", "max_image_bytes"):
         if getattr(FLAGS, name) < 1:
             raise errors.InputError(f"--{name}={getattr(FLAGS, name)} must be at least 1")
+    atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir")  # before seconds of loading
     model, threshold = inference.load(FLAGS.model)
     path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
                              FLAGS.max_image_bytes)

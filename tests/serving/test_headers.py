@@ -9,19 +9,15 @@ from PIL import Image
 from cxr_fast.serving import headers
 from images import jpeg, jpeg_declaring, png16, png_bomb
 
-LIMITS = dict(max_pixels=64_000_000, max_bytes=1 << 20)
+@tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int64),
+                              tf.TensorSpec([], tf.int64)])
+def refusals(batch, max_pixels, max_bytes):
+    """Traced once, as the serving signature runs it."""
+    return tf.map_fn(lambda data: headers.refusal(data, max_pixels, max_bytes), batch, fn_output_signature=tf.string)
 
 
-@tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-def refusals(batch):
-    return tf.map_fn(lambda data: headers.refusal(data, tf.constant(64_000_000, tf.int64),
-                                                  tf.constant(1 << 20, tf.int64)), batch, fn_output_signature=tf.string)
-
-
-def _refusal(data, **limits):
-    limits = {**LIMITS, **limits}
-    return headers.refusal(tf.constant(data), tf.constant(limits["max_pixels"], tf.int64),
-                           tf.constant(limits["max_bytes"], tf.int64)).numpy().decode()
+def _refusal(data, max_pixels=64_000_000, max_bytes=1 << 20):
+    return refusals(tf.constant([data]), max_pixels, max_bytes).numpy()[0].decode()
 
 
 def _png(height, width):
@@ -67,7 +63,7 @@ def test_no_input_makes_the_header_ops_raise():
     batch += [prefix + rng.bytes(int(rng.integers(0, 64))) for prefix in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
               for _ in range(100)]
     batch += [b"\xff\xd8" + b"\xff" * 5000, b"\xff\xd8" + b"\xff\xe0\x00\x00" * 2000]  # fill bytes; zero-length loop
-    out = refusals(tf.constant(batch)).numpy()
+    out = refusals(tf.constant(batch), 64_000_000, 1 << 20).numpy()
     assert len(out) == len(batch) and all(isinstance(reason, bytes) for reason in out)
     sof_end = good[0].index(b"\xff\xc0") + 9  # a JPEG prefix passes the header check once it holds the frame header
     lengths = range(0, len(good[0]), 7)

@@ -1,10 +1,12 @@
-"""Prediction on new files (good, corrupt, non-image) and Grad-CAM."""
+"""Prediction on new files (good, corrupt, non-image), Grad-CAM, and the export training writes."""
 import glob
+import io
 import json
 import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from cli import run
@@ -65,3 +67,23 @@ def test_cli_jsonl_overlays_and_exit_code(tiny_model_dir, files, tmp_path):
     assert "2 of 4 files could not be classified" in result.stderr
     ok = run("cxr_fast.predict", f"--model={tiny_model_dir}", os.path.dirname(good[0]))
     assert ok.returncode == 0 and len(ok.stdout.strip().splitlines()) >= 1
+
+
+def test_training_export_matches_keras(tiny_model_dir, files):
+    export_dir = os.path.join(os.path.dirname(tiny_model_dir), "export")  # written by --export_dir at training
+    served = tf.saved_model.load(export_dir).signatures["serving_default"]
+    model, threshold = inference.load(tiny_model_dir)
+    good = files[0]
+    same_size = []
+    for path in good:  # at the model's size: no resize, so the two must agree exactly
+        buffer = io.BytesIO()
+        Image.fromarray(imaging.load_gray(open(path, "rb").read(), 32)).save(buffer, format="PNG")
+        same_size.append(buffer.getvalue())
+    out = served(images=tf.constant(same_size))
+    expected = model.predict_on_batch(np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in same_size])[..., None])
+    np.testing.assert_allclose(out["probability"].numpy(), expected.ravel(), atol=1e-5)
+    assert out["error"].numpy().tolist() == [b""] * 3
+    full = served(images=tf.constant([open(p, "rb").read() for p in good]))  # full-size JPEGs: resize filters differ
+    keras_full = [r["probability"] for r in inference.classify(model, threshold, good)]
+    np.testing.assert_allclose(full["probability"].numpy(), keras_full, atol=0.02)
+    assert set(full["class"].numpy().tolist()) <= {b"NORMAL", b"PNEUMONIA"}
