@@ -25,13 +25,13 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
-    from cxr_fast.serving import inference  # after flag parsing: TensorFlow takes seconds to load
-    from cxr_fast.serving import savedmodel
-
     for name in ("max_image_pixels", "max_image_bytes"):
         if getattr(FLAGS, name) < 1:
             raise errors.InputError(f"--{name}={getattr(FLAGS, name)} must be at least 1")
-    atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir")  # before seconds of loading
+    atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir")
+    from cxr_fast.serving import inference  # after validation: bad flags fail before TensorFlow loads
+    from cxr_fast.serving import savedmodel
+
     model, threshold = inference.load(FLAGS.model)
     path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
                              FLAGS.max_image_bytes)

@@ -4,9 +4,10 @@ refused from their header, never decoded (`headers`).
 
 The serving function repeats training's preprocessing in TensorFlow ops: decode (JPEG with
 the accurate integer DCT, as the record reader and Pillow do; PNG through `decode_image`),
-gray, squash to the model's square size with an antialiased bilinear resize, round to uint8.  Images stored at the model's size give exactly the Keras model's
-probabilities; larger ones differ only by the resize filter (Pillow's bilinear vs
-TensorFlow's), well under 0.01 in probability.  16-bit PNGs are scaled by 1/256 here,
+gray, squash to the model's square size with an antialiased bilinear resize, round to uint8.
+Images stored at the model's size give exactly the Keras model's probabilities; larger ones
+differ only by the resize filter (Pillow's bilinear vs TensorFlow's), well under 0.01 in
+probability.  16-bit PNGs are scaled by 1/256 here,
 whereas `predict` shifts them by their actual bit depth.
 """
 import os
@@ -56,7 +57,8 @@ class ServingModule(tf.Module):
         count = tf.size(images)
         refused = tf.map_fn(lambda data: headers.refusal(data, self.max_image_pixels, self.max_image_bytes), images,
                             fn_output_signature=tf.string)
-        accepted = tf.cast(tf.where(tf.equal(refused, "")), tf.int32)[:, 0]
+        passed = tf.equal(refused, "")  # the header check; decoding may still fail
+        accepted = tf.cast(tf.where(passed), tf.int32)[:, 0]
         decoded = tf.data.Dataset.from_tensor_slices((accepted, tf.gather(images, accepted)))
         decoded = decoded.map(lambda index, data: (index, decode_for_model(data, self.size))).ignore_errors()
         pixels = tf.zeros([count, self.size, self.size, 1], tf.uint8)
@@ -67,8 +69,7 @@ class ServingModule(tf.Module):
         if self.channels == 3:
             pixels = tf.image.grayscale_to_rgb(pixels)
         probability = tf.reshape(self.model(tf.cast(pixels, tf.float32), training=False), [-1])
-        error = tf.where(ok, "", tf.where(tf.equal(refused, ""), "unreadable: the image data is truncated or corrupt",
-                                          refused))
+        error = tf.where(ok, "", tf.where(passed, "unreadable: the image data is truncated or corrupt", refused))
         label = tf.where(ok, tf.cast(probability >= self.threshold, tf.int32), -1)
         return {"probability": tf.where(ok, probability, -1.0), "label": label,
                 "class": tf.where(ok, tf.gather(tf.constant(["NORMAL", "PNEUMONIA"]), tf.maximum(label, 0)), ""),

@@ -39,6 +39,13 @@ def jpeg_declaring(height, width):
     return bytes(data)
 
 
+def png(height, width):
+    """A gray 8-bit PNG of zeros."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def png16(height=40, width=30):
     """A 16-bit gray PNG using the whole 16-bit range."""
     gray = np.random.default_rng(1).integers(0, 65535, (height, width), dtype=np.uint16)

@@ -7,7 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 from cxr_fast.serving import headers
-from images import jpeg, jpeg_declaring, png16, png_bomb
+from images import jpeg, jpeg_declaring, png, png16, png_bomb
 
 @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int64),
                               tf.TensorSpec([], tf.int64)])
@@ -20,17 +20,11 @@ def _refusal(data, max_pixels=64_000_000, max_bytes=1 << 20):
     return refusals(tf.constant([data]), max_pixels, max_bytes).numpy()[0].decode()
 
 
-def _png(height, width):
-    buffer = io.BytesIO()
-    Image.fromarray(np.zeros((height, width), np.uint8)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("data, size", [
     (jpeg(40, 30), (40, 30)),
     (jpeg(300, 200, progressive=True), (300, 200)),  # SOF2
     (jpeg(50, 70, exif=b"Exif\x00\x00" + bytes(3000)), (50, 70)),  # a long APP1 segment before the frame
-    (_png(33, 17), (33, 17)),
+    (png(33, 17), (33, 17)),
     (png16(), (40, 30)),
 ])
 def test_declared_size_is_what_pillow_reads(data, size):
@@ -51,14 +45,14 @@ def test_each_refusal_names_its_reason():
     assert _refusal(b"") == "not an image: send JPEG or PNG bytes"
     assert _refusal(b"GIF89a" + bytes(20)) == "not an image: send JPEG or PNG bytes"
     assert _refusal(jpeg()[:20]) == "unreadable: the JPEG has no frame header (truncated or corrupt)"
-    assert _refusal(_png(8, 8)[:20]) == "unreadable: the PNG has no IHDR header (truncated or corrupt)"
+    assert _refusal(png(8, 8)[:20]) == "unreadable: the PNG has no IHDR header (truncated or corrupt)"
     assert _refusal(jpeg_declaring(0, 10)) == "unreadable: the image declares 10x0 pixels"
 
 
 def test_no_input_makes_the_header_ops_raise():
     # Random bytes behind each signature, every prefix length of a real JPEG and PNG: one string each.
     rng = np.random.default_rng(0)
-    good = [jpeg(), _png(8, 8)]
+    good = [jpeg(), png(8, 8)]
     batch = [data[:n] for data in good for n in range(0, len(data), 7)]
     batch += [prefix + rng.bytes(int(rng.integers(0, 64))) for prefix in (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
               for _ in range(100)]
