@@ -67,15 +67,18 @@ def with_augmentation(dataset):
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=print):
-    """Measures every variant; returns the list of variant dicts (see the module docstring)."""
+def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=print,
+        batches_per_call=common.GPU_STEPS_PER_LOOP):
+    """Measures every variant; returns the list of variant dicts (see the module docstring).
+    `batches_per_call`: batches the tf.data variants deliver per tf.function call (the trainer's
+    steps per loop on a GPU); tests lower it, as every call is at least one warm-up and one measure."""
     all_cores = os.cpu_count() or 1
     variants = []
 
     def add(name, batches, cores, **settings):
         if isinstance(batches, tf.data.Dataset):
-            rate = common.dataset_images_per_second(batches, seconds)
-            settings["consumer"] = f"tf.function, {common.GPU_STEPS_PER_LOOP} batches a call (the trainer on a GPU)"
+            rate = common.dataset_images_per_second(batches, seconds, batches_per_call)
+            settings["consumer"] = f"tf.function, {batches_per_call} batches a call (the trainer on a GPU)"
         else:
             rate = common.images_per_second(batches, seconds)
             settings["consumer"] = "python loop"

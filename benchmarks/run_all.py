@@ -92,7 +92,8 @@ def write_build_md(path, section):
 
 
 def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2", image_size=128, batch=64,
-        log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000), epochs=end_to_end.EPOCHS):
+        log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000), epochs=end_to_end.EPOCHS,
+        batches_per_call=common.GPU_STEPS_PER_LOOP):
     os.makedirs(output_dir, exist_ok=True)
     if not data_root:
         images = os.path.join(output_dir, "synthetic")
@@ -102,7 +103,8 @@ def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2
         data_root = os.path.join(images, "chest_xray")
     image_dir = os.path.join(data_root, "train")
     records = os.path.join(output_dir, "records")
-    results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log)}
+    results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log,
+                                                    batches_per_call=batches_per_call)}
     augment_result = augment.run(seconds, batch, image_size, backbone, log=log)
     results["augment"] = augment_result["variants"]
     step = train_step.run(os.path.join(records, "jpeg"), seconds * 2, backbone, image_size, batch, log=log)

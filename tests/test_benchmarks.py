@@ -51,7 +51,7 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     from benchmarks import run_all
 
     payload = run_all.run(str(tmp_path), seconds=0.1, num_patients=20, backbone="tiny", image_size=32, batch=8,
-                          log=lambda *_: None, film_sizes=(96, 160), encodings=("jpeg",), epochs=2)
+                          log=lambda *_: None, film_sizes=(96, 160), encodings=("jpeg",), epochs=2, batches_per_call=2)
     assert set(payload["results"]) == {"input_pipeline", "augment", "train_step", "convert", "end_to_end"}
     variants = payload["results"]["input_pipeline"]  # every variant the input benchmark promises
     names = [v["name"] for v in variants]

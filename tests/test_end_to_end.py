@@ -1,7 +1,7 @@
 """The demo's stages through their command-line entry points, on a tiny set, in seconds not minutes.
 
-The demo's own model (EfficientNetB0) trains in `.ci/run`'s `./demo.sh --quick` and in the
-learning test (tests/training/test_loop.py); here `--backbone=tiny` keeps the plumbing check short.
+The demo's own model (EfficientNetB0) trains in `.ci/run`'s `./demo.sh --quick`; here
+`--backbone=tiny` keeps the plumbing check short.
 `predict` runs with its default flags."""
 import csv
 import json
