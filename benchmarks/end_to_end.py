@@ -39,7 +39,7 @@ from absl import app, flags
 from benchmarks import common, input_pipeline
 from benchmarks.epochs import BATCH, SIZE, python_stream
 from cxr_fast import config as config_lib
-from cxr_fast.data import pipeline, writer
+from cxr_fast.data import pipeline, recordset, writer
 
 EPOCHS = 30
 
@@ -67,7 +67,7 @@ def prepare(data_root, output_dir, image_size=SIZE):
     start = time.perf_counter()
     writer.convert(config_lib.ConvertConfig(data_dir=data_root, output_dir=output_dir, split="official",
                                             image_size=image_size, overwrite=True), log=lambda *_: None)
-    return pipeline.open_record_set(output_dir), time.perf_counter() - start
+    return recordset.open_record_set(output_dir), time.perf_counter() - start
 
 
 def cxr_fast_stream(record_set, augment, epoch_images, epochs=EPOCHS):

@@ -22,7 +22,7 @@ from absl import app, flags
 from benchmarks import common
 from benchmarks.epochs import BATCH, SIZE
 from cxr_fast import config as config_lib
-from cxr_fast.data import pipeline, writer
+from cxr_fast.data import pipeline, recordset, writer
 from cxr_fast.distributed import service as data_service
 from cxr_fast.training import augment
 
@@ -94,7 +94,7 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
         reads="full-size JPEG (TensorFlow)", resize="128 px on the host", augment="none")
     ensure_record_sets(image_dir, tfrecord_dir, encodings)
     for encoding in encodings:
-        record_set = pipeline.open_record_set(os.path.join(tfrecord_dir, encoding))
+        record_set = recordset.open_record_set(os.path.join(tfrecord_dir, encoding))
         reads = f"128 px {encoding} records (converted once)"
         for cache in ("none", "memory"):
             for augmented in (False, True) if encoding == "jpeg" else (False,):

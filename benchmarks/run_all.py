@@ -19,7 +19,7 @@ from absl import app, flags
 from benchmarks import augment, common, convert, end_to_end, input_pipeline, targets, train_step
 from cxr_fast import atomic
 from cxr_fast.config import SyntheticConfig
-from cxr_fast.data import pipeline, synthetic
+from cxr_fast.data import recordset, synthetic
 
 
 def chart(variants, path, title):
@@ -112,7 +112,7 @@ def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2
     results["convert"] = convert.run(image_dir, image_size, log=log)
     results["end_to_end"] = end_to_end.run(data_root, epochs, work_dir=output_dir, log=log)
     payload = {"machine": common.machine(), "results": results, "epochs": epochs,
-               "train_records": pipeline.open_record_set(os.path.join(records, "jpeg")).num_records("train"),
+               "train_records": recordset.open_record_set(os.path.join(records, "jpeg")).num_records("train"),
                "augment_share_of_step": augment_result["fused_share_of_step"],
                "fused_speedup_over_chain": augment_result["fused_speedup_over_chain"],
                "loop_headroom_over_h200_b2": step["loop_headroom_over_h200_b2"]}

@@ -30,7 +30,7 @@ from absl import app, flags
 
 from benchmarks import common
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from cxr_fast.data import pipeline
+from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.training import augment, loop
 from cxr_fast.training.steps import Steps
@@ -89,7 +89,7 @@ def _setup(data_dir, backbone, image_size, batch, augment, cache, freeze_fractio
                          model=ModelConfig(backbone=backbone, image_size=image_size, weights="none",
                                            freeze_fraction=freeze_fraction),
                          augment=AugmentConfig(kind=augment))
-    record_set = pipeline.open_record_set(data_dir)
+    record_set = recordset.open_record_set(data_dir)
     strategy = strategy_lib.make_strategy("auto")
     # A dataset, not an iterator: iterating starts the pipeline's threads, which must not run
     # while another variant is measured.

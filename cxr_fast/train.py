@@ -12,6 +12,7 @@ from absl import flags
 
 from cxr_fast import errors
 from cxr_fast import config as config_lib
+from cxr_fast.data import recordset
 
 # Data
 flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
@@ -110,7 +111,8 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     config = config_from_flags()
-    # after validation: bad flags fail before TensorFlow loads
+    recordset.open_record_set(config.data.data_dir).check_batch_size(config.data.global_batch_size)
+    # after validation: bad flags and a bad --data_dir fail before TensorFlow loads
     from cxr_fast.distributed import strategy as strategy_lib
     from cxr_fast.data import pipeline
     from cxr_fast.training import loop

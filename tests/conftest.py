@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic chest X-ray folder and its TFRecord set, made once per session."""
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,6 +39,14 @@ def records_dir(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("records") / "jpeg32"
     convert(synthetic_dir, out, shard_size_mb=0.004)
     return str(out)
+
+
+@pytest.fixture
+def copy_of(records_dir, tmp_path):
+    """A private copy of the shared record set, for tests that damage it."""
+    target = tmp_path / "records"
+    shutil.copytree(records_dir, target)
+    return str(target)
 
 
 @pytest.fixture(scope="session")

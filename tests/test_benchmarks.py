@@ -138,13 +138,13 @@ def test_a_measured_pipeline_stops_its_threads(records_dir):
     # Each variant's iterator must be gone before the next is measured (else its threads and cache
     # compete with it: seen 20 threads left per variant).
     from cxr_fast.config import DataConfig
-    from cxr_fast.data import pipeline
+    from cxr_fast.data import pipeline, recordset
 
     def threads():
         with open("/proc/self/status") as f:
             return int(next(line for line in f if line.startswith("Threads:")).split()[1])
 
-    record_set = pipeline.open_record_set(records_dir)
+    record_set = recordset.open_record_set(records_dir)
     config = DataConfig(data_dir=records_dir, image_size=32, global_batch_size=8, cache="memory")
     common.dataset_images_per_second(pipeline.train_dataset(record_set, config), 0.1)  # TensorFlow's own pools
     before = threads()

@@ -18,7 +18,6 @@ input pipeline reads a disjoint subset of the shard files and batches per replic
 """
 import contextlib
 import dataclasses
-import os
 import re
 
 import tensorflow as tf
@@ -28,53 +27,6 @@ from cxr_fast.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 _SIZE_MESSAGE = "cxr_fast: records whose image size differs from manifest.json (first files):"
-
-
-@dataclasses.dataclass(frozen=True)
-class RecordSet:
-    """A checked record set: its manifest and the shard paths of each split."""
-
-    root: str
-    manifest: dict
-    files: dict  # split -> tuple of shard paths, in shard order
-    records: dict  # shard path -> records in it
-
-    @property
-    def stored_size(self):
-        image = self.manifest["image"]
-        return image["height"], image["width"]
-
-    @property
-    def encoding(self):
-        return self.manifest["image"]["encoding"]
-
-    def num_records(self, split):
-        return self.manifest["counts"][split]["total"]
-
-    def class_counts(self, split):
-        """Records per class of a split, in label order (NORMAL, PNEUMONIA)."""
-        return [self.manifest["counts"][split][name] for name in self.manifest["classes"]]
-
-
-def open_record_set(data_dir, verify=False):
-    """Loads the manifest and checks every shard it lists: present, complete, and (verify) its sha256."""
-    manifest = schema.load_manifest(data_dir)
-    if not manifest["image"].get("fixed_size"):
-        raise InputError(f"{data_dir} holds full-resolution records of varying size; write the set again "
-                         "with a fixed --image_size (e.g. 128 or 256) for training")
-    files, records = {}, {}
-    for shard in manifest["shards"]:
-        path = os.path.join(os.path.abspath(data_dir), shard["file"])  # service workers read it too
-        if not os.path.isfile(path):
-            raise InputError(f"{path} is listed in manifest.json but missing; copy the whole record set again")
-        if os.path.getsize(path) != shard["bytes"]:
-            raise InputError(f"{path} has {os.path.getsize(path)} bytes, manifest.json says {shard['bytes']}: "
-                             "the shard is truncated or was changed; copy or write the record set again")
-        if verify and schema.sha256_file(path) != shard["sha256"]:
-            raise InputError(f"{path} does not match its sha256 in manifest.json; copy or write the record set again")
-        files.setdefault(shard["split"], []).append(path)
-        records[path] = shard["records"]
-    return RecordSet(data_dir, manifest, {split: tuple(paths) for split, paths in files.items()}, records)
 
 
 def _split_files(record_set, split):

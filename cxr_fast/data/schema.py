@@ -1,20 +1,13 @@
-"""The TFRecord layout: feature keys, parse spec, file names and checksums of a record set.
+"""The TFRecord layout: feature keys, parse spec and shard file names of a record set.
 
 The only module that knows how a record is laid out.  `tools.make_tfrecords` writes with
-`make_example`; `cxr_fast.data.pipeline` reads with `parse_batch` and `decode_images`.
+`make_example`; `cxr_fast.data.pipeline` reads with `parse_batch` and `decode_images`.  The
+manifest and checksums beside the shards are `cxr_fast.data.recordset`'s (no TensorFlow).
 Records hold 1-channel uint8 images; the model's input layer makes the 3 channels it needs.
 """
-import hashlib
-import json
-import os
-
 import tensorflow as tf
 
 from cxr_fast.errors import InputError
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-SPLITS_CSV = "splits.csv"
 
 ENCODED = "image/encoded"
 FORMAT = "image/format"
@@ -108,27 +101,3 @@ def decode_images(encoded, encoding, height, width):
     if encoded.shape[0] is not None:
         return tf.stack([decode(data) for data in tf.unstack(encoded)])
     return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 1], tf.uint8))
-
-
-def load_manifest(record_dir):
-    """The manifest of a record set, with a clear error when it is missing or from another version."""
-    path = os.path.join(record_dir, MANIFEST)
-    if not os.path.isfile(path):
-        raise InputError(f"{path} not found: --data_dir must be a folder written by `python -m tools.make_tfrecords`")
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"{path} is not readable JSON ({err}); write the record set again") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise InputError(f"{path} has format_version {manifest.get('format_version')}, this cxr_fast reads "
-                         f"{FORMAT_VERSION}; write the record set again with this version")
-    return manifest
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from cxr_fast import atomic, __version__
 from cxr_fast import workers as workers_lib
-from cxr_fast.data import imaging, schema
+from cxr_fast.data import imaging, recordset, schema
 from cxr_fast.data import index as dataset_index
 from cxr_fast.data.index import CLASS_NAMES, SPLITS
 from cxr_fast.errors import InputError
@@ -52,8 +52,8 @@ def convert(config, log=logging.info):
             written, shards, failures, rate = _write_shards(order, assignment, config, pool, staging, log)
             skipped = sorted(skipped + failures, key=lambda s: s.path)
             manifest = _manifest(config, written, assignment, shards, skipped, duplicates, workers, rate, started)
-            _write_splits_csv(os.path.join(staging, schema.SPLITS_CSV), written, assignment)
-            atomic.write_json(os.path.join(staging, schema.MANIFEST), manifest)
+            _write_splits_csv(os.path.join(staging, recordset.SPLITS_CSV), written, assignment)
+            atomic.write_json(os.path.join(staging, recordset.MANIFEST), manifest)
     log(summary_table(manifest))
     return manifest
 
@@ -176,7 +176,7 @@ def _finish_shards(shards, staging):
             final = os.path.join(staging, name)
             os.replace(tmp_path, final)
             entries.append({"file": name, "split": split, "records": records,
-                            "bytes": os.path.getsize(final), "sha256": schema.sha256_file(final)})
+                            "bytes": os.path.getsize(final), "sha256": recordset.sha256_file(final)})
     return entries
 
 
@@ -194,7 +194,7 @@ def _manifest(config, written, assignment, shards, skipped, duplicates, workers,
     leaked = dataset_index.patients_in_several_splits(files, assignment)
     reasons = collections.Counter(s.reason.split(":")[0] for s in skipped)
     return {
-        "format_version": schema.FORMAT_VERSION,
+        "format_version": recordset.FORMAT_VERSION,
         "created_by": f"cxr_fast {__version__} tools.make_tfrecords",
         "settings": {
             "data_dir": os.path.abspath(config.data_dir), "split": config.split,

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from cxr_fast import atomic
 from cxr_fast.config import DataConfig
-from cxr_fast.data import pipeline
+from cxr_fast.data import pipeline, recordset
 from cxr_fast.errors import InputError
 from cxr_fast.evaluation import metrics, plots, report
 from cxr_fast.serving import inference
@@ -35,7 +35,7 @@ def _score(model, record_set, split, data_config):
 
 
 def _open(config, model):
-    record_set = pipeline.open_record_set(config.data_dir)
+    record_set = recordset.open_record_set(config.data_dir)
     size, channels = model.input_shape[1], model.input_shape[3]
     stored = record_set.stored_size
     if stored != (size, size):

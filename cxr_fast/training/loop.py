@@ -22,7 +22,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from cxr_fast import atomic
-from cxr_fast.data import pipeline
+from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import service as data_service
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.errors import ClusterError, InputError
@@ -83,14 +83,12 @@ def train_and_evaluate(config, log=print, flags_text=None):
         f"XLA {'on' if jit else 'off'}")
 
     # ---- data
-    record_set = pipeline.open_record_set(config.data.data_dir, config.data.verify)
+    record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
     if config.data.data_service:
         data_service.check_reachable(config.data.data_service)
     weights = class_weights(record_set, config.class_weight)
     global_batch = config.data.global_batch_size
-    if global_batch > record_set.num_records("train"):
-        raise InputError(f"--batch_size={global_batch} is larger than the {record_set.num_records('train')} "
-                         "training records; lower it")
+    record_set.check_batch_size(global_batch)
     steps_per_epoch = config.steps_per_epoch or record_set.num_records("train") // global_batch
     steps_per_loop = config.steps_per_loop or (min(GPU_STEPS_PER_LOOP, steps_per_epoch)
                                                if tf.config.list_physical_devices("GPU") else 1)

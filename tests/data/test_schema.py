@@ -1,12 +1,9 @@
 """The record layout: write with make_example, read back with parse_batch and decode_images."""
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from cxr_fast.data import imaging, schema
-from cxr_fast.errors import InputError
 
 
 @pytest.mark.parametrize("encoding", imaging.ENCODINGS)
@@ -37,12 +34,3 @@ def test_shard_names():
     assert schema.shard_name("train", 3, 12) == "train-00003-of-00012.tfrecord"
 
 
-def test_load_manifest_errors_name_the_file(tmp_path):
-    with pytest.raises(InputError, match="manifest.json not found"):
-        schema.load_manifest(str(tmp_path))
-    (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(InputError, match="not readable JSON"):
-        schema.load_manifest(str(tmp_path))
-    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 99}))
-    with pytest.raises(InputError, match="format_version 99"):
-        schema.load_manifest(str(tmp_path))

@@ -12,12 +12,12 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import convert, make_synthetic
-from cxr_fast.data import schema, writer
+from cxr_fast.data import recordset, schema, writer
 from cxr_fast.errors import InputError
 
 
 def _read_split(record_dir, split):
-    manifest = schema.load_manifest(record_dir)
+    manifest = recordset.load_manifest(record_dir)
     files = sorted(tf.io.gfile.glob(os.path.join(record_dir, schema.shard_pattern(split))))
     rows = []
     for batch in tf.data.TFRecordDataset(files).batch(64):
@@ -34,12 +34,12 @@ def _read_split(record_dir, split):
 
 
 def _splits_csv(record_dir):
-    with open(os.path.join(record_dir, schema.SPLITS_CSV)) as f:
+    with open(os.path.join(record_dir, recordset.SPLITS_CSV)) as f:
         return list(csv.DictReader(f))
 
 
 def test_round_trip_matches_manifest_and_sources(records_dir, synthetic_dir):
-    manifest = schema.load_manifest(records_dir)
+    manifest = recordset.load_manifest(records_dir)
     csv_rows = {r["file"]: r for r in _splits_csv(records_dir)}
     for split in ("train", "val", "test"):
         rows = _read_split(records_dir, split)
@@ -57,7 +57,7 @@ def test_round_trip_matches_manifest_and_sources(records_dir, synthetic_dir):
     assert manifest["images_written"] == len(csv_rows)
     for shard in manifest["shards"]:
         path = os.path.join(records_dir, shard["file"])
-        assert schema.sha256_file(path) == shard["sha256"]
+        assert recordset.sha256_file(path) == shard["sha256"]
         assert sum(1 for _ in tf.data.TFRecordDataset(path)) == shard["records"]
     assert not [f for f in os.listdir(records_dir) if f.startswith(".") or f.endswith(".tmp")]
 
@@ -71,7 +71,7 @@ def test_pixels_match_the_shared_loader(records_dir, synthetic_dir):
 
 
 def test_patient_split_has_no_leak_and_close_fractions(records_dir):
-    manifest = schema.load_manifest(records_dir)
+    manifest = recordset.load_manifest(records_dir)
     rows = _splits_csv(records_dir)
     splits_of = collections.defaultdict(set)
     for r in rows:
@@ -84,7 +84,7 @@ def test_patient_split_has_no_leak_and_close_fractions(records_dir):
 
 
 def test_kaggle_duplicates_and_junk_are_removed_and_counted(records_dir, synthetic_dir):
-    manifest = schema.load_manifest(records_dir)
+    manifest = recordset.load_manifest(records_dir)
     assert manifest["duplicates_removed"] == manifest["images_written"]  # the nested copy, every image
     assert all(d["file"].startswith("chest_xray/chest_xray/") for d in manifest["duplicates"])
     assert manifest["skipped_by_reason"]["macos_metadata"] > 0
@@ -92,7 +92,7 @@ def test_kaggle_duplicates_and_junk_are_removed_and_counted(records_dir, synthet
 
 
 def test_several_shards_per_split_with_small_target(records_dir):
-    manifest = schema.load_manifest(records_dir)
+    manifest = recordset.load_manifest(records_dir)
     train = [s for s in manifest["shards"] if s["split"] == "train"]
     assert len(train) > 1
     assert [s["file"] for s in train] == [schema.shard_name("train", i, len(train)) for i in range(len(train))]
@@ -100,7 +100,7 @@ def test_several_shards_per_split_with_small_target(records_dir):
 
 def test_deterministic_across_runs_and_worker_counts(synthetic_dir, records_dir, tmp_path):
     again = convert(synthetic_dir, tmp_path / "again", shard_size_mb=0.004, num_workers=2)
-    first = schema.load_manifest(records_dir)
+    first = recordset.load_manifest(records_dir)
     assert [(s["file"], s["sha256"]) for s in again["shards"]] == [(s["file"], s["sha256"]) for s in first["shards"]]
     assert open(tmp_path / "again" / "splits.csv").read() == open(os.path.join(records_dir, "splits.csv")).read()
 

@@ -13,7 +13,7 @@ import pytest
 
 from cli import ROOT, Lines, assert_one_line_error, run
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from cxr_fast.data import pipeline
+from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import cluster
 from cxr_fast.distributed import service as data_service
 from cxr_fast.errors import InputError
@@ -55,7 +55,7 @@ def test_dispatcher_and_two_workers_deliver_every_element_to_one_consumer(record
         service.out.wait_for("dispatcher listening", timeout=120)
         for _ in worker_ports:
             service.out.wait_for("worker serving dispatcher", timeout=120)
-        record_set = pipeline.open_record_set(records_dir)
+        record_set = recordset.open_record_set(records_dir)
         config = DataConfig(data_dir=records_dir, image_size=32, global_batch_size=1,
                             data_service=f"grpc://localhost:{port}", service_job="every-element")
         consumers = [iter(pipeline.train_dataset(record_set, config, epochs=1)) for _ in range(2)]
@@ -92,7 +92,7 @@ def test_trainer_runs_on_a_local_service_and_evaluates_locally(records_dir, tmp_
     finally:
         assert service.stop() == [0]
     assert any(f"tf.data service at grpc://localhost:{port}" in line for line in lines)
-    record_set = pipeline.open_record_set(records_dir)
+    record_set = recordset.open_record_set(records_dir)
     with open(tmp_path / "run" / "history.json") as f:
         history = json.load(f)
     assert len(history) == 2 and all(h["val_count"] == record_set.num_records("val") for h in history)

@@ -9,7 +9,7 @@ import pytest
 from cli import assert_one_line_error, run
 from conftest import convert
 from cxr_fast.config import EvalConfig
-from cxr_fast.data import pipeline
+from cxr_fast.data import recordset
 from cxr_fast.errors import InputError
 from cxr_fast.evaluation import scoring
 from cxr_fast.serving import inference
@@ -31,7 +31,7 @@ def evaluated(tiny_model_dir, records_dir, tmp_path_factory):
 def test_every_record_scored_once(evaluated, records_dir):
     out, result = evaluated
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    record_set = pipeline.open_record_set(records_dir)
+    record_set = recordset.open_record_set(records_dir)
     assert len(rows) == len({r["file"] for r in rows}) == record_set.num_records("test") == result["count"]
     assert list(rows[0]) == ["file", "patient", "label", "probability", "predicted"]
     assert all(int(r["predicted"]) == (float(r["probability"]) >= result["threshold"]) for r in rows)

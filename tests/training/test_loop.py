@@ -10,7 +10,7 @@ import pytest
 
 from conftest import convert, make_synthetic
 from cxr_fast.config import DataConfig, ModelConfig, TrainConfig
-from cxr_fast.data import pipeline
+from cxr_fast.data import recordset
 from cxr_fast.training import loop
 
 pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
@@ -49,7 +49,7 @@ def without_precise_statistics(easy_records, tmp_path_factory):
 
 
 def test_class_weights_are_sklearn_balanced(easy_records):
-    record_set = pipeline.open_record_set(easy_records)
+    record_set = recordset.open_record_set(easy_records)
     normal, pneumonia = record_set.class_counts("train")
     total = normal + pneumonia
     weights = loop.class_weights(record_set, "balanced")

@@ -1,0 +1,94 @@
+"""A record set's manifest and shard files, checked without TensorFlow.
+
+`tools.make_tfrecords` writes `manifest.json` beside the shards; everything that reads a record
+set opens it here first.  No TensorFlow import: the entry points check `--data_dir` and
+`--batch_size` against the manifest in a fraction of a second, before TensorFlow loads, and the
+reader (`cxr_fast.data.pipeline`) gets the shard paths from the same `RecordSet`.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+
+from cxr_fast.errors import InputError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SPLITS_CSV = "splits.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordSet:
+    """A checked record set: its manifest and the shard paths of each split."""
+
+    root: str
+    manifest: dict
+    files: dict  # split -> tuple of shard paths, in shard order
+    records: dict  # shard path -> records in it
+
+    @property
+    def stored_size(self):
+        image = self.manifest["image"]
+        return image["height"], image["width"]
+
+    @property
+    def encoding(self):
+        return self.manifest["image"]["encoding"]
+
+    def num_records(self, split):
+        return self.manifest["counts"][split]["total"]
+
+    def class_counts(self, split):
+        """Records per class of a split, in label order (NORMAL, PNEUMONIA)."""
+        return [self.manifest["counts"][split][name] for name in self.manifest["classes"]]
+
+    def check_batch_size(self, global_batch_size):
+        """A global batch larger than the training split would train on nothing."""
+        if global_batch_size > self.num_records("train"):
+            raise InputError(f"--batch_size={global_batch_size} is larger than the {self.num_records('train')} "
+                             "training records; lower it")
+
+
+def load_manifest(record_dir):
+    """The manifest of a record set, with a clear error when it is missing or from another version."""
+    path = os.path.join(record_dir, MANIFEST)
+    if not os.path.isfile(path):
+        raise InputError(f"{path} not found: --data_dir must be a folder written by `python -m tools.make_tfrecords`")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(f"{path} is not readable JSON ({err}); write the record set again") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{path} has format_version {manifest.get('format_version')}, this cxr_fast reads "
+                         f"{FORMAT_VERSION}; write the record set again with this version")
+    return manifest
+
+
+def sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_record_set(data_dir, verify=False):
+    """Loads the manifest and checks every shard it lists: present, complete, and (verify) its sha256."""
+    manifest = load_manifest(data_dir)
+    if not manifest["image"].get("fixed_size"):
+        raise InputError(f"{data_dir} holds full-resolution records of varying size; write the set again "
+                         "with a fixed --image_size (e.g. 128 or 256) for training")
+    files, records = {}, {}
+    for shard in manifest["shards"]:
+        path = os.path.join(os.path.abspath(data_dir), shard["file"])  # service workers read it too
+        if not os.path.isfile(path):
+            raise InputError(f"{path} is listed in manifest.json but missing; copy the whole record set again")
+        if os.path.getsize(path) != shard["bytes"]:
+            raise InputError(f"{path} has {os.path.getsize(path)} bytes, manifest.json says {shard['bytes']}: "
+                             "the shard is truncated or was changed; copy or write the record set again")
+        if verify and sha256_file(path) != shard["sha256"]:
+            raise InputError(f"{path} does not match its sha256 in manifest.json; copy or write the record set again")
+        files.setdefault(shard["split"], []).append(path)
+        records[path] = shard["records"]
+    return RecordSet(data_dir, manifest, {split: tuple(paths) for split, paths in files.items()}, records)
