@@ -230,6 +230,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: one pass over the training records
     steps_per_loop: int = 0  # steps inside one tf.function call; 0: 1 on CPU, up to 50 on GPUs
     precise_bn_batches: int = 8  # BatchNorm statistics recomputed on up to this many batches (<= 1/4 epoch); 0: off
+    augment_ramp_epochs: float = -1.0  # geometric ranges rise from 0 to full over these epochs; -1: auto
     checkpoint_every_secs: float = 600.0  # mid-epoch checkpoints; 0: after every loop
     reduce_lr_factor: float = 0.2
     reduce_lr_patience: int = 10
@@ -258,9 +259,29 @@ class TrainConfig:
         if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs, self.precise_bn_batches) < 0:
             raise InputError("--steps_per_epoch, --steps_per_loop, --checkpoint_every_secs and --precise_bn_batches "
                              "must not be negative")
+        if self.augment_ramp_epochs != -1.0 and not 0 <= self.augment_ramp_epochs <= self.epochs:
+            raise InputError(f"--augment_ramp_epochs={self.augment_ramp_epochs} must be -1 (auto) or in "
+                             f"[0, --epochs={self.epochs}]")
+        if self.augment_ramp_epochs > 0 and self.augment.impl == "chain":
+            raise InputError("--augment_impl=chain (keras-cv's layers) cannot ramp its ranges; "
+                             "pass --augment_ramp_epochs=0 or --augment_impl=fused")
         if not self.model_dir:
             raise InputError("--model_dir is required")
         return self
+
+    def augment_ramp(self):
+        """Epochs over which the augmentation's geometric ranges rise linearly from 0 to full.
+
+        Auto (-1): a quarter of the epochs when the backbone starts from scratch (`--weights=none`)
+        with the fused reference augmentation, else 0 (the reference: full ranges from step 0).
+        From scratch, EfficientNet met the full ranges before it had found the sign and learned
+        nothing (BUILD.md, Known limits); the same net, having learned with weak ranges, kept
+        learning under full ones.
+        """
+        if self.augment_ramp_epochs != -1.0:
+            return self.augment_ramp_epochs
+        ramped = self.model.weights == "none" and self.augment.kind == "reference" and self.augment.impl == "fused"
+        return self.epochs / 4 if ramped else 0.0
 
 
 @dataclasses.dataclass(frozen=True)

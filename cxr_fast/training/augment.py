@@ -89,26 +89,31 @@ class FusedReferenceAffine(keras.layers.Layer):
         self.fill_mode, self.seed = fill_mode, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def draw(self, batch_size, height, width, seed):
-        """The batch's parameters, a pure function of `seed` ([2] integers) and the shape."""
+    def draw(self, batch_size, height, width, seed, strength=1.0):
+        """The batch's parameters, a pure function of `seed` ([2] integers), the shape and `strength`.
+
+        `strength` in [0, 1] scales every geometric range (rotation, shifts, shear, zoom's
+        distance from 1) and leaves the flip alone: the trainer's ramp for runs from scratch.
+        """
         u = tf.random.stateless_uniform([len(PARAMS), batch_size], seed=tf.cast(seed, tf.int64), minval=-1.0,
                                         maxval=1.0)
         height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        g = u[:6] * tf.cast(strength, tf.float32)
         return {
-            "theta": u[0] * self.rotation_deg * (math.pi / 180),
-            "tx": u[1] * self.height_shift * height,
-            "ty": u[2] * self.width_shift * width,
-            "shear": u[3] * self.shear_deg * (math.pi / 180),
-            "zx": 1.0 + u[4] * self.zoom,
-            "zy": 1.0 + u[5] * self.zoom,
+            "theta": g[0] * self.rotation_deg * (math.pi / 180),
+            "tx": g[1] * self.height_shift * height,
+            "ty": g[2] * self.width_shift * width,
+            "shear": g[3] * self.shear_deg * (math.pi / 180),
+            "zx": 1.0 + g[4] * self.zoom,
+            "zy": 1.0 + g[5] * self.zoom,
             "flip": tf.logical_and(u[6] < 0.0, self.horizontal_flip),
         }
 
-    def call(self, images, seed=None):
+    def call(self, images, seed=None, strength=1.0):
         if seed is None:
             seed = self.seed_generator.next()
         shape = tf.shape(images)
-        return apply_affine(images, self.draw(shape[0], shape[1], shape[2], seed), self.fill_mode)
+        return apply_affine(images, self.draw(shape[0], shape[1], shape[2], seed, strength), self.fill_mode)
 
     def get_config(self):
         return {**super().get_config(), "rotation_deg": self.rotation_deg, "width_shift": self.width_shift,
@@ -135,7 +140,8 @@ def keras_cv_chain(config, seed=None):
 class Augmentation(keras.layers.Layer):
     """What the trainer calls: the configured augmentation when training, a float32 cast otherwise.
 
-    `seed` ([2] integers) keys the fused layer's draws; the trainer passes one per (step, replica).
+    `seed` ([2] integers) keys the fused layer's draws; the trainer passes one per (step, replica),
+    and `strength` (the fused layer only) scales its geometric ranges during a ramp.
     """
 
     def __init__(self, config, seed=None, **kwargs):
@@ -152,10 +158,10 @@ class Augmentation(keras.layers.Layer):
             self.transform.build(input_shape)
         self.built = True
 
-    def call(self, images, training=None, seed=None):
+    def call(self, images, training=None, seed=None, strength=1.0):
         images = tf.cast(images, tf.float32)
         if not training or self.transform is None:
             return images
         if isinstance(self.transform, FusedReferenceAffine):
-            return self.transform(images, seed=seed)
+            return self.transform(images, seed=seed, strength=strength)
         return self.transform(images)

@@ -96,7 +96,11 @@ def train_and_evaluate(config, log=print, flags_text=None):
         f"{steps_per_loop} per loop; class weights {[round(w, 4) for w in weights]}")
 
     # ---- model, optimizer, step functions
-    steps = Steps(config, strategy, weights, policy, jit)
+    ramp_epochs = config.augment_ramp()
+    steps = Steps(config, strategy, weights, policy, jit, ramp_steps=ramp_epochs * steps_per_epoch)
+    if ramp_epochs:
+        log(f"augmentation ramps from no geometric change to the full ranges over the first {ramp_epochs:g} "
+            f"epochs ({round(ramp_epochs * steps_per_epoch)} steps; --augment_ramp_epochs)")
     model, optimizer, position = steps.model, steps.optimizer, steps.position
     report = model_lib.parameter_report(model, steps.backbone, config.model)
     for line in model_lib.describe(report):

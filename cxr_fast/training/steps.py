@@ -73,8 +73,10 @@ def batch_norm_layers(model):
 
 
 class Steps:
-    def __init__(self, config, strategy, class_weights, policy="float32", jit=False, build_model=None):
+    def __init__(self, config, strategy, class_weights, policy="float32", jit=False, build_model=None,
+                 ramp_steps=0.0):
         self.strategy = strategy
+        self.ramp_steps = float(ramp_steps)  # augmentation strength step / ramp_steps, at most 1
         self.global_batch = config.data.global_batch_size
         self.seed = config.seed
         with strategy.scope():
@@ -125,8 +127,16 @@ class Steps:
         for index, generator in enumerate(self._generators):
             fold = tf.random.experimental.stateless_fold_in(seed, index + 1)
             generator.state.assign(tf.cast(fold, generator.state.dtype))  # this replica's own copy
-        images = self.augmentation(images, training=True, seed=tf.random.experimental.stateless_fold_in(seed, 0))
+        images = self.augmentation(images, training=True, seed=tf.random.experimental.stateless_fold_in(seed, 0),
+                                   strength=self.augment_strength(step))
         return tf.cast(images, self.compute_dtype)
+
+    def augment_strength(self, step):
+        """The augmentation's strength at `step`: a linear ramp to 1 (a function of the step, so
+        a resumed run draws what the uninterrupted one would have)."""
+        if self.ramp_steps <= 0:
+            return tf.constant(1.0)
+        return tf.minimum(1.0, tf.cast(step, tf.float32) / self.ramp_steps)
 
     # ---- BatchNorm statistics and agreement across replicas
     def _moments_of_batch(self, images):

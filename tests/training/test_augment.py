@@ -182,3 +182,18 @@ def test_bad_settings_name_the_flag():
         AugmentConfig(impl="fast").validate()
     with pytest.raises(InputError, match="--zoom_range"):
         AugmentConfig(zoom=1.5).validate()
+
+
+def test_strength_scales_the_geometric_ranges_and_keeps_the_flip():
+    layer = augment.FusedReferenceAffine(seed=0)
+    seed = tf.constant([0, 0])
+    full, half = layer.draw(2000, 100, 50, seed), layer.draw(2000, 100, 50, seed, strength=0.5)
+    for name in ("theta", "tx", "ty", "shear"):
+        np.testing.assert_allclose(half[name].numpy(), 0.5 * full[name].numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(half["zx"].numpy() - 1, 0.5 * (full["zx"].numpy() - 1), atol=1e-6)
+    assert 9 < float(tf.reduce_max(half["tx"])) <= 10  # 0.5 * 0.2 * 100 rows
+    np.testing.assert_array_equal(half["flip"].numpy(), full["flip"].numpy())
+    # strength 0: only the flip is left, exactly as the flip-only augmentation draws it
+    images = _images(batch=16)
+    flip_only = augment.FusedReferenceAffine(**{**OFF, "horizontal_flip": True})(images, seed=seed).numpy()
+    np.testing.assert_allclose(layer(images, seed=seed, strength=0.0).numpy(), flip_only, atol=1e-3)

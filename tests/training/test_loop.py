@@ -66,6 +66,7 @@ def test_learns_the_synthetic_sign(trained):
     # From scratch, 100 steps, default flags: held-out AUC well above chance (seen: val 0.97, test 0.89).
     assert max(h["val_auc"] for h in history) > 0.9 and summary["test"]["auc"] > 0.8
     assert not any("nearly constant" in line for line in lines)
+    assert any("augmentation ramps" in line and "1.25 epochs (25 steps" in line for line in lines)  # auto, scratch
 
 
 def test_precise_statistics_are_what_make_the_evaluation_model_work(trained, without_precise_statistics):

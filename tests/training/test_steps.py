@@ -78,3 +78,22 @@ def test_precise_statistics_make_evaluation_mode_match_training_mode():
     steps.precise_batch_norm(iter(strategy.experimental_distribute_dataset(dataset)), 2)
     np.testing.assert_allclose(steps.backbone(rgb, training=False).numpy(), training, atol=1e-3)
     assert {layer.momentum for layer in steps.backbone.layers if hasattr(layer, "momentum")} == {0.99}
+
+
+def test_augmentation_ramp_is_resolved_from_the_start_and_follows_the_step():
+    scratch = _config()  # --weights=none, 30 epochs: a quarter of them
+    assert scratch.augment_ramp() == 7.5
+    pretrained = TrainConfig(**{**scratch.__dict__, "model": ModelConfig(image_size=32)})  # ImageNet weights
+    assert pretrained.augment_ramp() == 0.0  # the reference: full ranges from the first step
+    assert TrainConfig(**{**scratch.__dict__, "augment": AugmentConfig(impl="chain")}).augment_ramp() == 0.0
+    assert TrainConfig(**{**pretrained.__dict__, "augment_ramp_epochs": 2.0}).augment_ramp() == 2.0
+    from cxr_fast.errors import InputError
+    with pytest.raises(InputError, match="--augment_ramp_epochs"):
+        TrainConfig(**{**scratch.__dict__, "augment_ramp_epochs": 31.0}).validate()
+    with pytest.raises(InputError, match="--augment_impl=chain"):
+        TrainConfig(**{**scratch.__dict__, "augment": AugmentConfig(impl="chain"), "augment_ramp_epochs": 1.0}
+                    ).validate()
+    steps = Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0], ramp_steps=100)
+    strengths = [float(steps.augment_strength(tf.constant(s, tf.int64))) for s in (0, 25, 100, 5000)]
+    assert strengths == [0.0, 0.25, 1.0, 1.0]
+    assert float(Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0]).augment_strength(0)) == 1.0
