@@ -97,10 +97,14 @@ class SyntheticConfig:
     min_size: int = 900
     max_size: int = 2000
     kaggle_quirks: bool = False  # add the Kaggle zip's nested duplicate copy and __MACOSX junk
+    position_shift: float = 0.0  # each film placed off centre by up to this fraction of its size, in x and y
+    position_rotation: float = 0.0  # ... and turned by up to this many degrees (patients who stand askew)
     num_workers: int = 0
     overwrite: bool = False
 
     def validate(self):
+        if not 0.0 <= self.position_shift <= 0.5 or not 0.0 <= self.position_rotation <= 90.0:
+            raise InputError("--position_shift must be in [0, 0.5] and --position_rotation in [0, 90] degrees")
         if self.num_patients < 4:
             raise InputError(f"--num_patients={self.num_patients}: need at least 4 (both classes, train and test)")
         if not 0.0 <= self.difficulty <= 1.0:

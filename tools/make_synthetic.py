@@ -16,6 +16,9 @@ flags.DEFINE_integer("seed", 0, "Seed; the same seed writes the same files.")
 flags.DEFINE_float("difficulty", 0.5, "0: opacities obvious, 1: barely visible.")
 flags.DEFINE_list("size_range", ["900", "2000"], "min,max film width in pixels.")
 flags.DEFINE_bool("kaggle_quirks", False, "Add the Kaggle zip's nested duplicate copy and __MACOSX junk.")
+flags.DEFINE_float("position_shift", 0.0, "Place each film off centre by up to this fraction of its size "
+                   "(a test set of unevenly positioned patients); 0: centred, as Kermany's films mostly are.")
+flags.DEFINE_float("position_rotation", 0.0, "Turn each film by up to this many degrees.")
 flags.DEFINE_integer("num_workers", 0, "Drawing processes; 0 uses every core.")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
 flags.mark_flags_as_required(["output_dir"])
@@ -33,7 +36,7 @@ def main(argv):
     config = config_lib.SyntheticConfig(
         output_dir=FLAGS.output_dir, num_patients=FLAGS.num_patients, seed=FLAGS.seed,
         difficulty=FLAGS.difficulty, min_size=min_size, max_size=max_size, kaggle_quirks=FLAGS.kaggle_quirks,
-        num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
+        position_shift=FLAGS.position_shift, position_rotation=FLAGS.position_rotation, num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
     ).validate()
     synthetic.generate(config)
 

@@ -8,7 +8,8 @@ it exactly as on the real set.
 A film is drawn at low resolution (body, two lung fields, heart, spine, ribs, clavicles,
 soft low-frequency noise), upsampled to its full size and given film grain.  A patient's
 anatomy is fixed and each of their films jitters it (position, scale, exposure), so patient
-leakage between splits is as real here as in Kermany.  PNEUMONIA films carry patchy
+leakage between splits is as real here as in Kermany.  `position_shift` and `position_rotation`
+place films off centre and askew (for test sets of unevenly positioned patients).  PNEUMONIA films carry patchy
 opacities in the lung fields, whose contrast falls as `difficulty` rises; NORMAL films carry
 faint vessel-like blobs of the same shape so the sign is not trivially "any blob".
 """
@@ -38,6 +39,8 @@ class FilmTask:
     width: int
     height: int
     difficulty: float
+    position_shift: float = 0.0
+    position_rotation: float = 0.0
 
 
 def plan(config):
@@ -71,7 +74,8 @@ def plan(config):
             tasks.append(FilmTask(
                 path=f"chest_xray/{folder}/{label}/{name}", seed=int(rng.integers(2**31)),
                 anatomy_seed=anatomy_seed, pneumonia=bool(pneumonia),
-                width=int(width * jitter), height=int(width * aspect * jitter), difficulty=config.difficulty))
+                width=int(width * jitter), height=int(width * aspect * jitter), difficulty=config.difficulty,
+                position_shift=config.position_shift, position_rotation=config.position_rotation))
     return tasks
 
 
@@ -99,6 +103,11 @@ def draw(task):
     scale = _GRID / max(task.width, task.height)
     gh, gw = max(int(task.height * scale), 16), max(int(task.width * scale), 16)
     y, x = np.mgrid[-1:1:gh * 1j, -1:1:gw * 1j].astype(np.float32)
+    if task.position_shift or task.position_rotation:  # its own stream: the default films stay as they were
+        pose = np.random.default_rng([task.seed, 2])
+        angle = np.radians(pose.uniform(-task.position_rotation, task.position_rotation))
+        dx, dy = 2 * pose.uniform(-task.position_shift, task.position_shift, 2)  # the grid spans [-1, 1]
+        x, y = np.cos(angle) * x + np.sin(angle) * y - dx, -np.sin(angle) * x + np.cos(angle) * y - dy
     x = (x - rng.normal(0, 0.03)) / rng.uniform(0.95, 1.05)
     y = y - rng.normal(0, 0.03)
     body_w, lung_w, lung_h = anatomy.uniform(0.78, 0.92), anatomy.uniform(0.2, 0.28), anatomy.uniform(0.45, 0.6)

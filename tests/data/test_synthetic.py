@@ -1,5 +1,6 @@
 """The embedded synthetic data set: Kermany layout and names, patients, determinism, a learnable sign."""
 import collections
+import dataclasses
 import hashlib
 import os
 
@@ -72,3 +73,18 @@ def test_bad_settings_name_the_flag():
         config_lib.SyntheticConfig(output_dir="x", difficulty=2).validate()
     with pytest.raises(InputError, match="--num_patients"):
         config_lib.SyntheticConfig(output_dir="x", num_patients=1).validate()
+    with pytest.raises(InputError, match="--position_shift"):
+        config_lib.SyntheticConfig(output_dir="x", position_shift=0.7).validate()
+
+
+def test_positioning_moves_and_turns_the_film_and_leaves_defaults_alone():
+    config = config_lib.SyntheticConfig(output_dir="unused", num_patients=6, seed=3, min_size=96, max_size=128)
+    task = synthetic.plan(config)[0]
+    centred = synthetic.draw(task).astype(np.float32)
+    assert np.array_equal(synthetic.draw(task), synthetic.draw(task))
+    moved = synthetic.draw(dataclasses.replace(task, position_shift=0.2, position_rotation=10.0)).astype(np.float32)
+    assert moved.shape == centred.shape and np.abs(moved - centred).mean() > 10  # the body moved
+    # The same film, only placed: brightness and contrast of the body are kept.
+    assert abs(moved.mean() - centred.mean()) < 0.25 * centred.mean()
+    shifted = config_lib.SyntheticConfig(**{**config.__dict__, "position_shift": 0.2})
+    assert [t.seed for t in synthetic.plan(shifted)] == [t.seed for t in synthetic.plan(config)]  # same films
