@@ -11,6 +11,7 @@ import re
 from cxr_fast.errors import InputError
 
 SPLIT_POLICIES = ("patient", "image", "official")  # how tools.make_tfrecords assigns patients to splits
+LABEL_FORMATS = ("nih", "chexpert", "mimic", "rsna", "csv")  # tools.make_tfrecords --format
 ENCODINGS = ("jpeg", "png", "raw")  # how records store their images
 DEFAULT_MAX_PIXELS = 64_000_000  # 8k x 8k; the largest Kermany film is 2916 x 2713 (7.9 MP)
 DEFAULT_MAX_BYTES = 32 * 2**20  # per served image; a 16-bit 3000x3000 PNG film is ~18 MB
@@ -52,8 +53,18 @@ class ConvertConfig:
     num_workers: int = 0  # 0: all cores
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     overwrite: bool = False
+    # A label file instead of NORMAL/PNEUMONIA folders (see `cxr_fast.data.labelfiles`)
+    labels: str = ""
+    format: str = ""  # nih | chexpert | mimic | rsna | csv
+    path_column: str = ""  # csv: image path relative to data_dir
+    patient_column: str = ""  # csv: patient id
+    label_columns: tuple = ()  # csv: one (binary set) or more (multi-label) columns of 1 / 0 / -1 / blank
+    view_column: str = ""  # csv: view position, for --view
+    uncertain: str = "ignore"  # -1 labels: ignore (masked out of the loss) | ones | zeros (CheXpert's U-*)
+    views: tuple = ()  # keep only these view positions (e.g. PA, AP: frontal films)
 
     def validate(self):
+        self._validate_labels()
         if not os.path.isdir(self.data_dir):
             raise InputError(f"--data_dir={self.data_dir} is not a folder; point it at the chest X-ray images")
         if self.split not in SPLIT_POLICIES:
@@ -85,6 +96,23 @@ class ConvertConfig:
             raise InputError(f"--output_dir={self.output_dir} lies inside --data_dir; write the records elsewhere")
         return self
 
+    def _validate_labels(self):
+        if not self.labels:
+            if self.format or self.label_columns or self.views:
+                raise InputError("--format, --label_columns and --view need --labels (a label file)")
+            return
+        if self.format not in LABEL_FORMATS:
+            raise InputError(f"--labels needs --format, one of {', '.join(LABEL_FORMATS)}")
+        if not os.path.isfile(self.labels):
+            raise InputError(f"--labels={self.labels}: no such file")
+        if self.uncertain not in ("ignore", "ones", "zeros"):
+            raise InputError(f"--uncertain={self.uncertain} must be ignore, ones or zeros")
+        if self.format == "csv" and not (self.path_column and self.patient_column and self.label_columns):
+            raise InputError("--format=csv needs --path_column, --patient_column and --label_columns")
+        if self.split == "official" and self.format in ("rsna", "csv"):
+            raise InputError(f"--split=official: the {self.format} label file has no official split; "
+                             "use --split=patient")
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
@@ -99,10 +127,13 @@ class SyntheticConfig:
     kaggle_quirks: bool = False  # add the Kaggle zip's nested duplicate copy and __MACOSX junk
     position_shift: float = 0.0  # each film placed off centre by up to this fraction of its size, in x and y
     position_rotation: float = 0.0  # ... and turned by up to this many degrees (patients who stand askew)
+    format: str = ""  # "": the Kermany folder layout; nih | chexpert | mimic | rsna | csv: that set's label files
     num_workers: int = 0
     overwrite: bool = False
 
     def validate(self):
+        if self.format and self.format not in LABEL_FORMATS:
+            raise InputError(f"--format={self.format} is not one of {', '.join(LABEL_FORMATS)}")
         if not 0.0 <= self.position_shift <= 0.5 or not 0.0 <= self.position_rotation <= 90.0:
             raise InputError("--position_shift must be in [0, 0.5] and --position_rotation in [0, 90] degrees")
         if self.num_patients < 4:

@@ -27,6 +27,38 @@ def convert(data_dir, output_dir, **overrides):
     return writer.convert(config_lib.ConvertConfig(**settings), log=lambda *_: None)
 
 
+LABEL_OPTIONS = {  # what each format's conversion needs beyond --labels and --format
+    "csv": dict(path_column="file", patient_column="patient", label_columns=("opacity", "effusion", "nodule"),
+                view_column="view"),
+}
+
+
+def make_labelled(path, format, num_patients=16, seed=0):
+    """A synthetic stand-in of a label-file set; returns its label file."""
+    from cxr_fast.data import synthetic_labelled
+
+    config = config_lib.SyntheticConfig(output_dir=str(path), num_patients=num_patients, seed=seed, min_size=48,
+                                        max_size=48, format=format, num_workers=1)
+    return synthetic_labelled.generate(config, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def labelled_records(tmp_path_factory):
+    """format -> (label file, record set) of a 16-patient synthetic set at 32 px, made once per session."""
+    made = {}
+
+    def get(format):
+        if format not in made:
+            root = tmp_path_factory.mktemp(f"labelled_{format}")
+            labels = make_labelled(root / "data", format)
+            manifest = convert(root / "data", root / "records", labels=labels, format=format,
+                               **LABEL_OPTIONS.get(format, {}))
+            made[format] = labels, str(root / "records"), manifest
+        return made[format]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
     """40 patients in the Kaggle layout, with its nested duplicate copy and __MACOSX junk."""

@@ -8,7 +8,7 @@ from absl import flags
 
 from cxr_fast import errors
 from cxr_fast import config as config_lib
-from cxr_fast.data import synthetic
+from cxr_fast.data import synthetic, synthetic_labelled
 
 flags.DEFINE_string("output_dir", None, "Folder to write chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ into.")
 flags.DEFINE_integer("num_patients", 400, "Patients; each has 1 or more films (about 1.5 on average).")
@@ -19,6 +19,8 @@ flags.DEFINE_bool("kaggle_quirks", False, "Add the Kaggle zip's nested duplicate
 flags.DEFINE_float("position_shift", 0.0, "Place each film off centre by up to this fraction of its size "
                    "(a test set of unevenly positioned patients); 0: centred, as Kermany's films mostly are.")
 flags.DEFINE_float("position_rotation", 0.0, "Turn each film by up to this many degrees.")
+flags.DEFINE_enum("format", "", ["", *config_lib.LABEL_FORMATS], "Write that set's layout and label files "
+                  "(small films, see cxr_fast/data/synthetic_labelled.py) instead of Kermany's folders.")
 flags.DEFINE_integer("num_workers", 0, "Drawing processes; 0 uses every core.")
 flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir.")
 flags.mark_flags_as_required(["output_dir"])
@@ -36,9 +38,12 @@ def main(argv):
     config = config_lib.SyntheticConfig(
         output_dir=FLAGS.output_dir, num_patients=FLAGS.num_patients, seed=FLAGS.seed,
         difficulty=FLAGS.difficulty, min_size=min_size, max_size=max_size, kaggle_quirks=FLAGS.kaggle_quirks,
-        position_shift=FLAGS.position_shift, position_rotation=FLAGS.position_rotation, num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
+        position_shift=FLAGS.position_shift, position_rotation=FLAGS.position_rotation, format=FLAGS.format, num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
     ).validate()
-    synthetic.generate(config)
+    if config.format:
+        synthetic_labelled.generate(config)
+    else:
+        synthetic.generate(config)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cxr_fast.config import DEFAULT_MAX_PIXELS, ENCODINGS
+from cxr_fast.data import dicom
 
 
 class ImageError(Exception):
@@ -25,9 +26,14 @@ class ImageError(Exception):
 
 
 def open_checked(data, max_pixels=DEFAULT_MAX_PIXELS):
-    """Opens encoded bytes (header only) and refuses unreadable files and oversized images."""
+    """Opens encoded bytes (header only) and refuses unreadable files and oversized images.
+
+    A DICOM file returns its pydicom dataset (without pixels), anything else a Pillow image.
+    """
     if not data:
         raise ImageError("unreadable: zero-byte file")
+    if dicom.is_dicom(data):
+        return dicom.read_header(data, ImageError, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
@@ -68,18 +74,22 @@ def load_gray(data, size, max_pixels=DEFAULT_MAX_PIXELS):
 
     Raises ImageError with a manifest reason for unreadable, truncated or oversized files.
     """
+    gray = dicom.to_gray(data, ImageError, max_pixels) if dicom.is_dicom(data) else _decode(data, size, max_pixels)
+    if size and gray.shape != (size, size):
+        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
+    return gray
+
+
+def _decode(data, size, max_pixels):
     image = open_checked(data, max_pixels)
     try:
         if size and image.format == "JPEG":
             image.draft("L", (2 * size, 2 * size))
-        gray = to_gray(image)
+        return to_gray(image)
     except ImageError:
         raise
     except Exception as err:
         raise ImageError(f"truncated: decoding failed ({type(err).__name__}: {err})") from None
-    if size and gray.shape != (size, size):
-        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
-    return gray
 
 
 def encode(gray, encoding, jpeg_quality=95):

@@ -21,7 +21,7 @@ from cxr_fast.config import SPLIT_POLICIES
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")  # index = integer label; PNEUMONIA = 1 as in the reference
 SPLITS = ("train", "val", "test")
-IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"})
 
 # Kermany file names -> patient.  Numbers are parsed as int so "IM-0115" and "IM-115" agree.
 # The newer `{CLASS}-{P}-{N}` names share one patient number space across classes, so all
@@ -40,9 +40,11 @@ class ImageFile:
     """One candidate image: `path` is relative to the data folder, with '/' separators."""
 
     path: str
-    label: int
+    label: int  # binary sets: the class; multi-label sets: 1 when any finding is positive
     patient: str
     official_split: str | None
+    findings: tuple = ()  # multi-label sets: 1.0, 0.0 or -1.0 (ignored) per finding
+    view: str = ""  # PA, AP, LATERAL, ... where the label file says
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +124,7 @@ def dedupe(images, sha1s):
     kept, duplicates, skipped = [], [], []
     for copies in groups.values():
         copies.sort(key=lambda im: (im.path.count("/"), im.path))
-        if len({im.label for im in copies}) > 1:
+        if len({(im.label, im.findings) for im in copies}) > 1:
             others = ", ".join(im.path for im in copies)
             skipped += [Skipped(im.path, f"conflicting_labels: same content as {others}") for im in copies]
             continue

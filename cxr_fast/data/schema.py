@@ -19,6 +19,7 @@ CLASS_TEXT = "image/class/text"
 FILENAME = "image/filename"
 PATIENT = "image/patient_id"
 SOURCE_SHA1 = "image/source_sha1"
+FINDINGS = "image/class/findings"  # multi-label sets only: float per finding, 1 / 0 / -1 (ignored)
 
 FEATURES = {
     ENCODED: tf.io.FixedLenFeature([], tf.string),
@@ -43,8 +44,9 @@ def shard_pattern(split):
     return f"{split}-?????-of-?????.tfrecord"
 
 
-def make_example(*, encoded, encoding, height, width, label, class_text, filename, patient, sha1, channels=1):
-    """Serialized tf.train.Example for one image."""
+def make_example(*, encoded, encoding, height, width, label, class_text, filename, patient, sha1, channels=1,
+                 findings=()):
+    """Serialized tf.train.Example for one image (`findings`: a multi-label set's label vector)."""
 
     def _bytes(value):
         value = value.encode() if isinstance(value, str) else value
@@ -65,12 +67,19 @@ def make_example(*, encoded, encoding, height, width, label, class_text, filenam
         PATIENT: _bytes(patient),
         SOURCE_SHA1: _bytes(sha1),
     }
+    if findings:
+        feature[FINDINGS] = tf.train.Feature(float_list=tf.train.FloatList(value=list(findings)))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def parse_batch(serialized, keys=None):
-    """A batch of serialized Examples -> dict of tensors, one vectorized parse for the batch."""
-    spec = FEATURES if keys is None else {k: FEATURES[k] for k in keys}
+def parse_batch(serialized, keys=None, num_findings=0):
+    """A batch of serialized Examples -> dict of tensors, one vectorized parse for the batch.
+
+    `num_findings` > 0 (a multi-label set) parses FINDINGS as float [B, num_findings] too.
+    """
+    spec = dict(FEATURES if keys is None else {k: FEATURES[k] for k in keys})
+    if num_findings:
+        spec[FINDINGS] = tf.io.FixedLenFeature([num_findings], tf.float32)
     return tf.io.parse_example(serialized, spec)
 
 

@@ -14,6 +14,7 @@ Everything is built in a staging folder renamed into place at the end (`cxr_fast
 """
 import collections
 import csv
+import dataclasses
 import io
 import os
 import random
@@ -25,7 +26,7 @@ import tensorflow as tf
 
 from cxr_fast import atomic, __version__
 from cxr_fast import workers as workers_lib
-from cxr_fast.data import imaging, recordset, schema
+from cxr_fast.data import imaging, labelfiles, recordset, schema
 from cxr_fast.data import index as dataset_index
 from cxr_fast.data.index import CLASS_NAMES, SPLITS
 from cxr_fast.errors import InputError
@@ -36,6 +37,43 @@ def convert(config, log=logging.info):
     config.validate()
     atomic.check_output_dir(config.output_dir, config.overwrite)
     started = time.time()
+    labels = _find_images(config, log)
+    workers = config.num_workers or os.cpu_count() or 1
+    with workers_lib.pool(workers) as pool:
+        images, skipped, duplicates = _fingerprint(labels.images, labels.skipped, labels, config, pool, log)
+        assignment = _draw_split(images, config)
+        order = _record_order(images, assignment, config.seed)
+        with atomic.staged_dir(config.output_dir, config.overwrite) as staging:
+            written, shards, failures, rate = _write_shards(order, assignment, labels, config, pool, staging, log)
+            skipped = sorted(skipped + failures, key=lambda s: s.path)
+            manifest = _manifest(config, labels, written, assignment, shards, skipped, duplicates, workers, rate,
+                                 started)
+            _write_splits_csv(os.path.join(staging, recordset.SPLITS_CSV), written, assignment, labels.multilabel)
+            atomic.write_json(os.path.join(staging, recordset.MANIFEST), manifest)
+    log(summary_table(manifest))
+    return manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class _Labels:
+    """What the images are labelled with: class names (binary) or finding names (multi-label)."""
+
+    classes: tuple
+    multilabel: bool
+    images: list
+    skipped: list
+
+
+def _find_images(config, log):
+    """The candidate images: NORMAL/PNEUMONIA folders, or the rows of a label file."""
+    if config.labels:
+        classes, images, skipped, multilabel = labelfiles.read(config)
+        if not images:
+            raise InputError(f"--labels={config.labels}: no row names an image found below --data_dir="
+                             f"{config.data_dir} ({len(skipped)} skipped, e.g. {skipped[0].reason if skipped else '-'})")
+        log(f"{config.format} label file: {len(images)} images of {len({im.patient for im in images})} patients, "
+            f"{len(skipped)} rows skipped")
+        return _Labels(classes, multilabel, images, skipped)
     images, skipped = dataset_index.scan(config.data_dir)
     if not images and not skipped:
         raise InputError(f"--data_dir={config.data_dir} holds no files")
@@ -43,19 +81,7 @@ def convert(config, log=logging.info):
         raise InputError(f"--data_dir={config.data_dir}: no image file below a folder named NORMAL or PNEUMONIA "
                          f"({len(skipped)} other files skipped); see the README for the expected layout")
     log(f"found {len(images)} candidate images, {len(skipped)} other files skipped")
-    workers = config.num_workers or os.cpu_count() or 1
-    with workers_lib.pool(workers) as pool:
-        images, skipped, duplicates = _fingerprint(images, skipped, config, pool, log)
-        assignment = _draw_split(images, config)
-        order = _record_order(images, assignment, config.seed)
-        with atomic.staged_dir(config.output_dir, config.overwrite) as staging:
-            written, shards, failures, rate = _write_shards(order, assignment, config, pool, staging, log)
-            skipped = sorted(skipped + failures, key=lambda s: s.path)
-            manifest = _manifest(config, written, assignment, shards, skipped, duplicates, workers, rate, started)
-            _write_splits_csv(os.path.join(staging, recordset.SPLITS_CSV), written, assignment)
-            atomic.write_json(os.path.join(staging, recordset.MANIFEST), manifest)
-    log(summary_table(manifest))
-    return manifest
+    return _Labels(CLASS_NAMES, False, images, skipped)
 
 
 class _Progress:
@@ -80,7 +106,7 @@ class _Progress:
         return self.done / max(time.time() - self.start, 1e-9)
 
 
-def _fingerprint(images, skipped, config, pool, log):
+def _fingerprint(images, skipped, labels, config, pool, log):
     """Pass 1: hashes and header checks; returns (unique readable images, skipped, duplicates)."""
     paths = [os.path.join(config.data_dir, im.path) for im in images]
     progress = _Progress("checking", len(paths), log)
@@ -96,10 +122,12 @@ def _fingerprint(images, skipped, config, pool, log):
     kept, duplicates, conflicts = dataset_index.dedupe(readable, sha1s)
     if duplicates:
         log(f"removed {len(duplicates)} exact duplicates (same sha1)")
-    for label, name in enumerate(CLASS_NAMES):
+    for label, name in enumerate(() if labels.multilabel else labels.classes):
         if not any(im.label == label for im in kept):
-            raise InputError(f"--data_dir={config.data_dir}: no readable {name} image found; "
-                             f"both NORMAL and PNEUMONIA folders need images")
+            where = f"--labels={config.labels}" if config.labels else f"--data_dir={config.data_dir}"
+            raise InputError(f"{where}: no readable {name} image found; a binary set needs images of both classes")
+    if not kept:
+        raise InputError(f"--labels={config.labels}: no readable image (see the skipped reasons)")
     kept = [(im, sha1s[im.path]) for im in kept]  # (ImageFile, sha1) travel together from here on
     return kept, skipped + conflicts, duplicates
 
@@ -129,7 +157,7 @@ def _record_order(images, assignment, seed):
     return order
 
 
-def _write_shards(order, assignment, config, pool, staging, log):
+def _write_shards(order, assignment, labels, config, pool, staging, log):
     """Pass 2: decode and encode in workers, write shards here; returns what was written."""
     limit = config.shard_size_mb * 1e6
     per_split = collections.Counter(assignment[image.path] for image, _ in order)
@@ -149,7 +177,8 @@ def _write_shards(order, assignment, config, pool, staging, log):
         split = assignment[image.path]
         record = schema.make_example(
             encoded=encoded, encoding=config.encoding, height=height, width=width, label=image.label,
-            class_text=CLASS_NAMES[image.label], filename=image.path, patient=image.patient, sha1=sha1)
+            class_text=_class_text(image, labels), filename=image.path, patient=image.patient, sha1=sha1,
+            findings=image.findings)
         if (current is None or current[0] != split or current[1] >= cap[split]
                 or (current[1] and current[2] + len(record) > limit)):
             if writer:
@@ -166,6 +195,12 @@ def _write_shards(order, assignment, config, pool, staging, log):
     return written, _finish_shards(shards, staging), failures, progress.rate
 
 
+def _class_text(image, labels):
+    if not labels.multilabel:
+        return labels.classes[image.label]
+    return "|".join(name for name, value in zip(labels.classes, image.findings) if value == 1.0) or "none"
+
+
 def _finish_shards(shards, staging):
     """Renames each complete shard to its final `-of-N` name and checksums it."""
     entries = []
@@ -180,19 +215,29 @@ def _finish_shards(shards, staging):
     return entries
 
 
-def _manifest(config, written, assignment, shards, skipped, duplicates, workers, rate, started):
-    counts = {s: {name: 0 for name in CLASS_NAMES} for s in SPLITS}
+def _manifest(config, labels, written, assignment, shards, skipped, duplicates, workers, rate, started):
+    classes = ("NO_FINDING", "ANY_FINDING") if labels.multilabel else labels.classes
+    counts = {s: {name: 0 for name in classes} for s in SPLITS}
+    findings = {s: {name: {"positive": 0, "negative": 0, "ignored": 0} for name in labels.classes} for s in SPLITS}
     patients = {s: set() for s in SPLITS}
     for image, _ in written:
         split = assignment[image.path]
-        counts[split][CLASS_NAMES[image.label]] += 1
+        counts[split][classes[image.label]] += 1
         patients[split].add(image.patient)
+        for name, value in zip(labels.classes, image.findings):
+            findings[split][name]["positive" if value == 1.0 else "negative" if value == 0.0 else "ignored"] += 1
     for split in SPLITS:
-        counts[split]["total"] = sum(counts[split][name] for name in CLASS_NAMES)
+        counts[split]["total"] = sum(counts[split][name] for name in classes)
         counts[split]["patients"] = len(patients[split])
+        if labels.multilabel:
+            counts[split]["findings"] = findings[split]
     files = [image for image, _ in written]
     leaked = dataset_index.patients_in_several_splits(files, assignment)
     reasons = collections.Counter(s.reason.split(":")[0] for s in skipped)
+    source = {"source": "folders"} if not config.labels else {
+        "source": "label_file", "labels": os.path.abspath(config.labels), "format": config.format,
+        "uncertain": config.uncertain, "views": list(config.views), "path_column": config.path_column,
+        "patient_column": config.patient_column, "label_columns": list(config.label_columns)}
     return {
         "format_version": recordset.FORMAT_VERSION,
         "created_by": f"cxr_fast {__version__} tools.make_tfrecords",
@@ -201,9 +246,11 @@ def _manifest(config, written, assignment, shards, skipped, duplicates, workers,
             "split_fractions": list(config.split_fractions), "seed": config.seed,
             "image_size": config.image_size, "encoding": config.encoding, "jpeg_quality": config.jpeg_quality,
             "shard_size_mb": config.shard_size_mb,
-            "min_shards": config.min_shards, "max_image_pixels": config.max_image_pixels,
+            "min_shards": config.min_shards, "max_image_pixels": config.max_image_pixels, **source,
         },
-        "classes": list(CLASS_NAMES),
+        "task": "multilabel" if labels.multilabel else "binary",
+        "classes": list(classes),
+        "findings": list(labels.classes) if labels.multilabel else [],
         "image": {"height": config.image_size or None, "width": config.image_size or None, "channels": 1,
                   "encoding": config.encoding, "fixed_size": bool(config.image_size)},
         "counts": counts,
@@ -225,23 +272,25 @@ def _manifest(config, written, assignment, shards, skipped, duplicates, workers,
     }
 
 
-def _write_splits_csv(path, written, assignment):
+def _write_splits_csv(path, written, assignment, multilabel):
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    out.writerow(["file", "patient", "label", "split", "sha1"])
+    out.writerow(["file", "patient", "label", "split", "sha1"] + ["findings"] * multilabel)
     for image, sha1 in sorted(written, key=lambda pair: pair[0].path):
-        out.writerow([image.path, image.patient, image.label, assignment[image.path], sha1])
+        findings = [" ".join(f"{v:g}" for v in image.findings)] if multilabel else []  # 1, 0 or -1 (ignored)
+        out.writerow([image.path, image.patient, image.label, assignment[image.path], sha1] + findings)
     atomic.write_text(path, buffer.getvalue())
 
 
 def summary_table(manifest):
     """A plain-text table of what was written, per split and class."""
-    rows = [("split", *CLASS_NAMES, "total", "patients", "shards", "MB")]
+    classes = manifest["classes"]
+    rows = [("split", *classes, "total", "patients", "shards", "MB")]
     for split in SPLITS:
         c = manifest["counts"][split]
         split_shards = [s for s in manifest["shards"] if s["split"] == split]
         megabytes = sum(s["bytes"] for s in split_shards) / 1e6
-        rows.append((split, *(c[n] for n in CLASS_NAMES), c["total"], c["patients"], len(split_shards),
+        rows.append((split, *(c[n] for n in classes), c["total"], c["patients"], len(split_shards),
                      f"{megabytes:.1f}"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).rjust(w) for v, w in zip(row, widths)) for row in rows]
