@@ -226,6 +226,7 @@ class ModelConfig:
     freeze_fraction: float = 0.0  # ... or this fraction of them (model 2: 0.7)
     bn_momentum: float = 0.0  # 0 keeps Keras' 0.99; short runs from scratch want ~0.9
     head_dropout: tuple = (0.3, 0.2)  # the reference head's two dropout rates
+    findings: tuple = ()  # a multi-label set's findings: one sigmoid each; (): the reference's one output
 
     def validate(self):
         if self.backbone not in BACKBONES:

@@ -1,5 +1,7 @@
 """Classifies chest X-ray images: one JSON line per image, optional Grad-CAM overlays.
 
+A model trained on a multi-label set prints one probability per finding instead of one label.
+
     python -m cxr_fast.predict --model=runs/model2 image1.jpeg scans/ --gradcam_dir=heatmaps
 
 Files that cannot be read get an error line; the rest are still scored and the exit code is
@@ -38,7 +40,7 @@ def main(argv):
     if FLAGS.gradcam_dir:
         os.makedirs(FLAGS.gradcam_dir, exist_ok=True)
     results = inference.classify(model, threshold, files, FLAGS.batch_size, FLAGS.max_image_pixels,
-                                 FLAGS.gradcam_dir)
+                                 FLAGS.gradcam_dir, findings=inference.findings_of(FLAGS.model))
     for result in results:
         print(json.dumps(result), flush=True)
     failed = sum("error" in r for r in results)

@@ -35,11 +35,21 @@ class RecordSet:
     def encoding(self):
         return self.manifest["image"]["encoding"]
 
+    @property
+    def findings(self):
+        """A multi-label set's finding names (one sigmoid each); () for a binary set such as Kermany."""
+        return tuple(self.manifest.get("findings") or ())
+
+    def finding_counts(self, split):
+        """[(positive, negative)] per finding of a multi-label set's split (ignored labels left out)."""
+        counts = self.manifest["counts"][split]["findings"]
+        return [(counts[name]["positive"], counts[name]["negative"]) for name in self.findings]
+
     def num_records(self, split):
         return self.manifest["counts"][split]["total"]
 
     def class_counts(self, split):
-        """Records per class of a split, in label order (NORMAL, PNEUMONIA)."""
+        """Records per class of a split, in label order (NORMAL, PNEUMONIA; multi-label: none, any finding)."""
         return [self.manifest["counts"][split][name] for name in self.manifest["classes"]]
 
     def check_batch_size(self, global_batch_size):

@@ -119,3 +119,24 @@ def sample_grid(images, labels, probs, names, path, title, threshold):
                      fontsize=9, color="green" if right else "red")
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def roc_grid(labels, probs, names, per_finding, path, columns=4):
+    """One ROC curve per finding of a multi-label set (ignored labels left out), in a grid."""
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        if k >= len(names):
+            ax.axis("off")
+            continue
+        name, auc = names[k], per_finding[names[k]]["auc"]
+        keep = labels[:, k] >= 0
+        if auc is not None:
+            fpr, tpr, _ = skm.roc_curve(labels[keep, k], probs[keep, k])
+            ax.plot(fpr, tpr, lw=2)
+        ax.plot([0, 1], [0, 1], "--", color="grey")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), title=f"{name}\nAUC {'n/a' if auc is None else f'{auc:.3f}'}")
+        ax.tick_params(labelsize=7)
+    figure.suptitle("ROC per finding (x: false positive rate, y: true positive rate)")
+    figure.tight_layout()
+    return _save(figure, path)

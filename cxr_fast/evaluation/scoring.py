@@ -21,7 +21,7 @@ from cxr_fast import atomic
 from cxr_fast.config import DataConfig
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.errors import InputError
-from cxr_fast.evaluation import metrics, plots, report
+from cxr_fast.evaluation import findings, metrics, plots, report
 from cxr_fast.serving import inference
 
 def _score(model, record_set, split, data_config):
@@ -76,12 +76,16 @@ def evaluate(config, log=print):
     config.validate()
     model, _ = inference.load(config.model_dir, flag="--model_dir")
     record_set, data_config = _open(config, model)
+    output_dir = config.output_dir or os.path.join(config.model_dir, f"eval_{config.split}")
+    if record_set.findings:
+        threshold = findings.check_threshold(config)
+        labels, probs, patients, files, _ = _score(model, record_set, config.split, data_config)
+        return findings.evaluate(config, record_set, threshold, (labels, probs, patients, files), output_dir, log)
     threshold, choice = _threshold(config, model, record_set, data_config)
     labels, probs, patients, files, images = _score(model, record_set, config.split, data_config)
     result = metrics.evaluate(labels, probs, patients, threshold, config.bootstrap)
     result["threshold_choice"] = choice
     result["split"] = config.split
-    output_dir = config.output_dir or os.path.join(config.model_dir, f"eval_{config.split}")
     with atomic.staged_dir(output_dir, overwrite=True) as staging:
         _predictions_csv(os.path.join(staging, "predictions.csv"), files, patients, labels, probs, threshold)
         atomic.write_json(os.path.join(staging, "metrics.json"), result)
@@ -145,9 +149,9 @@ def _report_blocks(config, record_set, result, figures):
                      f"{report.fmt(result['per_patient']['auc'])}, recall {report.fmt(result['per_patient']['recall'])}"
                      f" over {result['patients']} patients. Expected calibration error "
                      f"{report.fmt(result['calibration']['expected_calibration_error'])}.")]
-    counts = manifest["counts"]
-    blocks += [("h2", "Data"), ("table", ["split", "NORMAL", "PNEUMONIA", "total", "patients"],
-                                [[s, counts[s]["NORMAL"], counts[s]["PNEUMONIA"], counts[s]["total"],
+    counts, classes = manifest["counts"], manifest["classes"]
+    blocks += [("h2", "Data"), ("table", ["split", *classes, "total", "patients"],
+                                [[s, *(counts[s][c] for c in classes), counts[s]["total"],
                                   counts[s]["patients"]] for s in ("train", "val", "test")]),
                ("p", f"Split policy: {manifest['settings']['split']} (seed {manifest['settings']['seed']}); "
                      f"duplicates removed {manifest['duplicates_removed']}; files skipped {manifest['skipped_count']}.")]

@@ -44,6 +44,16 @@ def load(model_path, flag="--model"):
     return model, saved_threshold(os.path.dirname(os.path.abspath(path)))
 
 
+def findings_of(model_path):
+    """A multi-label model's finding names, from config.json beside model.keras; () for a binary model."""
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return ()
+    with open(path) as f:
+        return tuple(json.load(f)["model"].get("findings") or ())
+
+
 def expand(paths):
     """Files as given, folders replaced by the image files below them (sorted)."""
     files = []
@@ -58,9 +68,20 @@ def expand(paths):
     return files
 
 
-def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None):
-    """One result dict per file, in order: file, probability, label, threshold (or file, error)."""
+def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None,
+             findings=()):
+    """One result dict per file, in order: file, probability, label, threshold (or file, error).
+
+    A multi-label model (`findings` named) gives `probabilities` ({finding: probability}) and
+    `findings` (those at or above the threshold) instead of probability and label.
+    """
     size, channels = model.input_shape[1], model.input_shape[3]
+    outputs = model.output_shape[-1]
+    if outputs != max(len(findings), 1):
+        raise InputError(f"the model has {outputs} outputs but {len(findings)} finding names were found beside it "
+                         "(config.json); keep model.keras in its training folder")
+    if findings and gradcam_dir:
+        raise InputError("--gradcam_dir: Grad-CAM is drawn for binary models only (one output)")
     results, ready = [], []
     for path in paths:
         try:
@@ -80,10 +101,15 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
         batch = np.stack([gray for _, gray, _ in chunk])[..., None]
         if channels == 3:
             batch = np.repeat(batch, 3, axis=-1)
-        probs = model.predict_on_batch(batch).reshape(-1)
+        probs = model.predict_on_batch(batch).reshape(len(chunk), -1)
         maps = gradcam.heatmaps(model, batch) if gradcam_dir else None
         for k, ((index, _, data), prob) in enumerate(zip(chunk, probs)):
             result = results[index]
+            if findings:
+                result.update(probabilities={n: float(p) for n, p in zip(findings, prob)},
+                              findings=[n for n, p in zip(findings, prob) if p >= threshold], threshold=threshold)
+                continue
+            prob = prob[0]
             result.update(probability=float(prob), label="PNEUMONIA" if prob >= threshold else "NORMAL",
                           threshold=threshold)
             if gradcam_dir:
@@ -103,7 +129,9 @@ def predict_dataset(dataset, predict_fn, keep_images=False):
     for element in dataset:
         images, batch_labels = element[0], element[1]
         labels.append(batch_labels.numpy())
-        probs.append(predict_fn(images).numpy().reshape(-1))
+        batch_probs = predict_fn(images).numpy()
+        multilabel = batch_labels.shape.rank == 2  # [B, findings]
+        probs.append(batch_probs.reshape(len(batch_probs), -1) if multilabel else batch_probs.reshape(-1))
         if keep_images:
             extras.setdefault("images", []).append(images.numpy())
         for key, values in (element[2].items() if len(element) > 2 else ()):

@@ -15,6 +15,7 @@ import os
 import tensorflow as tf
 
 from cxr_fast import atomic
+from cxr_fast.errors import InputError
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from cxr_fast.serving import headers
 
@@ -76,9 +77,15 @@ class ServingModule(tf.Module):
                 "error": error}
 
 
+MULTILABEL_EXPORT = ("--export_dir: the serving signature (probability, label, class) is for binary models; a "
+                     "multi-label model is served from model.keras (cxr_fast.predict) for now")
+
+
 def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
            max_bytes=DEFAULT_MAX_BYTES):
     """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all."""
+    if model.output_shape[-1] != 1:
+        raise InputError(MULTILABEL_EXPORT)
     module = ServingModule(model, threshold, max_pixels, max_bytes)
     with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})

@@ -26,7 +26,7 @@ from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import service as data_service
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.errors import ClusterError, InputError
-from cxr_fast.evaluation import metrics
+from cxr_fast.evaluation import metrics, multilabel
 from cxr_fast.serving import inference, savedmodel
 from cxr_fast.training import checkpointing
 from cxr_fast.training import model as model_lib
@@ -37,7 +37,16 @@ GPU_STEPS_PER_LOOP = 50  # steps per tf.function call on GPUs (--steps_per_loop=
 
 
 def class_weights(record_set, mode):
-    """sklearn's 'balanced' weights on the training labels (counted in the manifest), or ones."""
+    """sklearn's 'balanced' weights on the training labels (counted in the manifest), or ones.
+
+    Binary: [w(class 0), w(class 1)].  Multi-label: [[w(negative), w(positive)]] per finding, the
+    same formula per finding over its labels that are not ignored (1 for a finding with one class).
+    """
+    if record_set.findings:
+        if mode == "none":
+            return [[1.0, 1.0] for _ in record_set.findings]
+        return [[(p + n) / (2 * n), (p + n) / (2 * p)] if p and n else [1.0, 1.0]
+                for p, n in record_set.finding_counts("train")]
     counts = record_set.class_counts("train")
     if mode == "none":
         return [1.0] * len(counts)
@@ -75,15 +84,20 @@ def train_and_evaluate(config, log=print, flags_text=None):
     _check_model_dir(config, chief)
     out = strategy_lib.WriteDir(config.model_dir, chief)
     os.makedirs(out.path, exist_ok=True)
-    if chief:
-        atomic.write_json(os.path.join(out.path, "config.json"), dataclasses.asdict(config))
-        if flags_text:
-            atomic.write_text(os.path.join(out.path, "flags.txt"), flags_text)
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas, precision {policy}, "
         f"XLA {'on' if jit else 'off'}")
 
     # ---- data
     record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
+    if record_set.findings:  # a multi-label set: one sigmoid per finding, named in the manifest
+        if config.export_dir:
+            raise InputError(savedmodel.MULTILABEL_EXPORT)
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, findings=record_set.findings))
+        log(f"multi-label set: {len(record_set.findings)} findings ({', '.join(record_set.findings)})")
+    if chief:
+        atomic.write_json(os.path.join(out.path, "config.json"), dataclasses.asdict(config))
+        if flags_text:
+            atomic.write_text(os.path.join(out.path, "flags.txt"), flags_text)
     if config.data.data_service:
         data_service.check_reachable(config.data.data_service)
     weights = class_weights(record_set, config.class_weight)
@@ -93,7 +107,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
     steps_per_loop = config.steps_per_loop or (min(GPU_STEPS_PER_LOOP, steps_per_epoch)
                                                if tf.config.list_physical_devices("GPU") else 1)
     log(f"train {record_set.num_records('train')} records, {steps_per_epoch} steps of {global_batch} per epoch, "
-        f"{steps_per_loop} per loop; class weights {[round(w, 4) for w in weights]}")
+        f"{steps_per_loop} per loop; class weights {np.round(weights, 4).tolist()}")
 
     # ---- model, optimizer, step functions
     ramp_epochs = config.augment_ramp()
@@ -142,7 +156,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
         else:
             steps.sync_moving_statistics()
         labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "val", config.data), steps.predict)
-        return {**metrics.binary_metrics(labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
+        return {**score(record_set, labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
 
     # ---- epochs, callbacks, checkpoints
     callbacks = [
@@ -226,6 +240,13 @@ def train_and_evaluate(config, log=print, flags_text=None):
     return summary
 
 
+def score(record_set, labels, probs):
+    """Validation and test scores: binary metrics, or a multi-label set's (macro AUC as `auc`)."""
+    if record_set.findings:
+        return multilabel.scores(labels, probs, record_set.findings)
+    return metrics.binary_metrics(labels, probs)
+
+
 def constant_predictions_note(spread, accuracy, val_accuracy, precise_batches, threshold=0.01):
     """One line when validation probabilities barely vary (std below `threshold`) while training
     accuracy is well above validation's: the evaluation-mode model ignores its input.
@@ -294,7 +315,7 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
         summary["model"] = path
     if record_set.files.get("test"):
         labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "test", config.data), predict_fn)
-        summary["test"] = metrics.binary_metrics(labels, probs)
+        summary["test"] = score(record_set, labels, probs)
         log("test: " + ", ".join(f"{k} {summary['test'][k]:.4f}" for k in ("loss", "accuracy", "auc", "precision",
                                                                         "recall", "f1") if summary["test"][k] is not None))
     if out.chief and config.export_dir:

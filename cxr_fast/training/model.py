@@ -6,7 +6,8 @@
          0-255 inputs itself, so nothing here divides by 255 (the reference did, twice)
       -> GlobalAveragePooling2D -> Dense(128, relu) -> Dropout(0.3) -> Dense(64, relu)
       -> Dropout(0.2) -> Dense(1, sigmoid, float32 even under mixed precision)
-(the two dropout rates are `head_dropout`; the layer names keep the reference's)
+(the two dropout rates are `head_dropout`; the layer names keep the reference's).  A multi-label
+set's model ends in Dense(findings, sigmoid) named "findings" instead: one probability each.
 
 Freezing sets `trainable = False` on the first N backbone layers; a frozen BatchNormalization
 layer in Keras 3 also runs in inference mode, so its statistics stay those of the weights.
@@ -110,7 +111,8 @@ def build_model(config):
     x = keras.layers.Dropout(config.head_dropout[0], name="dropout_03")(x)
     x = keras.layers.Dense(64, activation="relu", name="dense_64")(x)
     x = keras.layers.Dropout(config.head_dropout[1], name="dropout_02")(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    outputs = keras.layers.Dense(len(config.findings) or 1, activation="sigmoid", dtype="float32",
+                                 name="findings" if config.findings else "pneumonia")(x)
     return keras.Model(inputs, outputs, name=f"cxr_efficientnet{config.backbone.lower()}"), backbone
 
 

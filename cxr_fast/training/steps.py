@@ -101,7 +101,9 @@ class Steps:
                                         synchronization=tf.VariableSynchronization.ON_READ,
                                         aggregation=tf.VariableAggregation.SUM)
         self.compute_dtype = keras.mixed_precision.Policy(policy).compute_dtype
+        # binary: [weight of class 0, of class 1]; multi-label: [findings, 2] (negative, positive) per finding
         self.weight_table = tf.constant(class_weights, tf.float32)
+        self.multilabel = bool(config.model.findings)
         self._generators = seed_generators(self.model)
         self.forward_backward = tf.function(self._forward_backward, jit_compile=jit)
         self.train_loop = tf.function(self._train_loop)
@@ -220,20 +222,35 @@ class Steps:
     # ---- training
     def _forward_backward(self, images, labels):
         with tf.GradientTape() as tape:
-            probs = tf.reshape(self.model(images, training=True), [-1])
-            per_example = keras.losses.binary_crossentropy(labels[:, None], probs[:, None])
-            weighted = per_example * tf.gather(self.weight_table, tf.cast(labels, tf.int32))
-            loss = tf.nn.compute_average_loss(weighted, global_batch_size=self.global_batch)
+            probs = self.model(images, training=True)
+            weighted = self._weighted_losses(labels, probs)
+            loss = tf.nn.compute_average_loss(tf.reduce_sum(tf.reshape(weighted, [tf.shape(probs)[0], -1]), 1)
+                                              / tf.cast(tf.shape(probs)[1], tf.float32),
+                                              global_batch_size=self.global_batch)
             scaled = self.optimizer.scale_loss(loss)
         return tape.gradient(scaled, self.model.trainable_variables), weighted, probs
 
+    def _weighted_losses(self, labels, probs):
+        """Class-weighted cross-entropy per label: [B] (binary) or [B, findings] with ignored labels 0."""
+        if not self.multilabel:
+            per_example = keras.losses.binary_crossentropy(labels[:, None], probs)
+            return per_example * tf.gather(self.weight_table, tf.cast(labels, tf.int32))
+        known = labels >= 0
+        targets = tf.where(known, labels, 0.0)
+        per_label = keras.losses.binary_crossentropy(targets[..., None], probs[..., None])
+        weights = tf.where(targets > 0.5, self.weight_table[:, 1], self.weight_table[:, 0])
+        return per_label * weights * tf.cast(known, tf.float32)
+
     def replica_step(self, images, labels, step):
-        """One step on one replica; adds [weighted loss sum, correct, examples] to the loop's sums."""
+        """One step on one replica; adds [weighted loss sum, correct, labels scored] to the loop's sums
+        (a multi-label set counts every label that is not ignored)."""
         grads, weighted, probs = self.forward_backward(self.replica_inputs(images, step), labels)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(probs >= 0.5, tf.float32), labels), tf.float64))
+        probs = tf.reshape(probs, tf.shape(labels))
+        known = tf.cast(labels >= 0, tf.float64)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(probs >= 0.5, tf.float32), labels), tf.float64) * known)
         self._sums.assign_add(tf.stack([tf.reduce_sum(tf.cast(weighted, tf.float64)), correct,
-                                        tf.cast(tf.size(labels), tf.float64)]))
+                                        tf.reduce_sum(known)]))
 
     def _train_loop(self, iterator, steps, first_step):
         """Steps first_step .. first_step + steps - 1 in one call.
@@ -251,14 +268,15 @@ class Steps:
 
     # ---- evaluation
     def _predict_on_replica(self, images):
-        return tf.reshape(self.model(tf.cast(images, self.compute_dtype), training=False), [-1])
+        probs = self.model(tf.cast(images, self.compute_dtype), training=False)
+        return probs if self.multilabel else tf.reshape(probs, [-1])
 
     def _predict_distributed(self, per_replica_images):
         probs = self.strategy.run(self._predict_on_replica, (per_replica_images,))
         return self.strategy.gather(probs, axis=0)
 
     def predict(self, images):
-        """Probabilities [B] of a batch in evaluation mode, computed across all replicas, in order.
+        """Probabilities [B] ([B, findings]) of a batch in evaluation mode, across all replicas, in order.
 
         Every worker passes the same batch; each replica scores its slice (the batch padded to a
         multiple of the replicas) and the slices are gathered back in replica order.

@@ -1,0 +1,106 @@
+"""Label-file sets end to end on generated data (convert -> train -> evaluate -> predict), and the
+multi-label loss: one sigmoid per finding, ignored labels masked out, class weights per finding."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cxr_fast.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
+from cxr_fast.data import recordset
+from cxr_fast.evaluation import multilabel, scoring
+from cxr_fast.serving import inference
+from cxr_fast.training import loop
+from cxr_fast.training.steps import Steps
+
+pytestmark = pytest.mark.heavy(60)  # ~seconds here; scheduled first (tests/conftest.py)
+
+
+def _train(records, model_dir):
+    """Default flags but for size: the tiny CNN at 32 px from scratch, 2 epochs of 3 steps of 8."""
+    config = TrainConfig(model_dir=str(model_dir), data=DataConfig(data_dir=records, image_size=32, global_batch_size=8),
+                         model=ModelConfig(backbone="tiny", image_size=32, weights="none"), epochs=2, steps_per_epoch=3)
+    lines = []
+    return loop.train_and_evaluate(config, log=lines.append), lines
+
+
+@pytest.mark.parametrize("format", ["nih", "chexpert", "mimic", "rsna", "csv"])
+def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records, tmp_path, format):
+    labels, records, manifest = labelled_records(format)
+    findings = tuple(manifest["findings"])
+    summary, lines = _train(records, tmp_path / "model")
+    assert summary["epochs_trained"] == 2 and summary["test"]["count"] == manifest["counts"]["test"]["total"]
+    history = json.load(open(tmp_path / "model" / "history.json"))
+    assert all(np.isfinite(h["loss"]) and np.isfinite(h["val_loss"]) for h in history)
+    assert json.load(open(tmp_path / "model" / "config.json"))["model"]["findings"] == list(findings)
+    result = scoring.evaluate(EvalConfig(model_dir=str(tmp_path / "model"), data_dir=records, bootstrap=20),
+                              log=lambda *_: None)
+    out = tmp_path / "model" / "eval_test"
+    assert {"metrics.json", "predictions.csv", "report.md", "report.html"} <= set(os.listdir(out))
+    if findings:
+        assert any(f"multi-label set: {len(findings)} findings" in line for line in lines)
+        assert set(result["per_finding"]) == set(findings) and "micro_auc" in result
+        assert (out / "roc_grid.png").is_file()
+        report = (out / "report.md").read_text()
+        assert all(f"| {name} |" in report for name in findings)
+        assert ("published AUC" in report) == (format == "nih")  # CheXNet's anchors for ChestX-ray14
+    else:  # RSNA: a binary set, the reference head, Kermany's report
+        assert result["count"] == manifest["counts"]["test"]["total"] and (out / "roc.png").is_file()
+    model, threshold = inference.load(str(tmp_path / "model"))
+    film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
+    films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
+             for line in open(os.path.join(records, recordset.SPLITS_CSV)).read().splitlines()[1:3]]
+    results = inference.classify(model, threshold, films + [film], findings=inference.findings_of(str(tmp_path / "model")))
+    assert "error" in results[-1]  # the skipped (missing or undecodable) file is an error line, the rest scored
+    for result in results[:-1]:
+        if findings:
+            assert list(result["probabilities"]) == list(findings)
+        else:
+            assert 0 <= result["probability"] <= 1
+
+
+def _multilabel_steps(class_weights):
+    config = TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=4),
+                         model=ModelConfig(backbone="tiny", image_size=32, weights="none", findings=("a", "b", "c")))
+    return Steps(config, tf.distribute.OneDeviceStrategy("/cpu:0"), class_weights)
+
+
+def test_ignored_labels_are_masked_and_weights_are_per_finding():
+    steps = _multilabel_steps([[1.0, 1.0], [1.0, 4.0], [1.0, 1.0]])
+    probs = tf.constant([[0.9, 0.2, 0.5], [0.1, 0.7, 0.5]])
+    labels = tf.constant([[1.0, 1.0, -1.0], [0.0, -1.0, 1.0]])
+    losses = steps._weighted_losses(labels, probs).numpy()
+    assert losses[0, 2] == 0 and losses[1, 1] == 0  # ignored: no loss, no gradient
+    assert losses[0, 1] == pytest.approx(-4 * np.log(0.2), rel=1e-5)  # finding b's positives weigh 4
+    assert losses[1, 2] == pytest.approx(-np.log(0.5), rel=1e-5)
+    outputs = tf.Variable(probs)
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(steps._weighted_losses(labels, outputs))
+    gradient = tape.gradient(total, outputs).numpy()
+    assert gradient[0, 2] == 0 and gradient[1, 1] == 0  # ignored labels pull no output anywhere
+    assert gradient[0, 0] < 0 and gradient[1, 0] > 0 and abs(gradient[0, 1]) > 3 * abs(gradient[0, 0])
+
+
+def test_class_weights_per_finding_follow_sklearns_formula(labelled_records):
+    _, records, manifest = labelled_records("chexpert")
+    record_set = recordset.open_record_set(records)
+    weights = loop.class_weights(record_set, "balanced")
+    for (positive, negative), (w_negative, w_positive) in zip(record_set.finding_counts("train"), weights):
+        if positive and negative:
+            assert w_positive == pytest.approx((positive + negative) / (2 * positive))
+            assert w_negative == pytest.approx((positive + negative) / (2 * negative))
+        else:
+            assert (w_negative, w_positive) == (1.0, 1.0)
+    assert loop.class_weights(record_set, "none") == [[1.0, 1.0]] * len(manifest["findings"])
+
+
+def test_multilabel_scores_leave_ignored_labels_out_and_bootstrap_patients():
+    labels = np.array([[1, 0], [0, -1], [1, 1], [0, 0]])
+    probs = np.array([[0.9, 0.2], [0.1, 0.99], [0.8, 0.7], [0.3, 0.1]])
+    result = multilabel.scores(labels, probs, ("a", "b"))
+    assert result["per_finding"]["a"]["auc"] == 1.0 and result["per_finding"]["b"]["count"] == 3
+    assert result["per_finding"]["b"]["auc"] == 1.0  # the ignored 0.99 would have made it 0.5
+    assert result["auc"] == 1.0 and result["labels_scored"] == 7
+    full = multilabel.evaluate(labels, probs, ["p1", "p1", "p2", "p3"], ("a", "b"), bootstrap_samples=50)
+    assert full["patients"] == 3 and full["per_finding"]["a"]["auc_ci"]["samples"] > 0
