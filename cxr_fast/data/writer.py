@@ -69,8 +69,9 @@ def _find_images(config, log):
     if config.labels:
         classes, images, skipped, multilabel = labelfiles.read(config)
         if not images:
+            example = skipped[0].reason if skipped else "no rows"
             raise InputError(f"--labels={config.labels}: no row names an image found below --data_dir="
-                             f"{config.data_dir} ({len(skipped)} skipped, e.g. {skipped[0].reason if skipped else '-'})")
+                             f"{config.data_dir} ({len(skipped)} skipped, e.g. {example})")
         log(f"{config.format} label file: {len(images)} images of {len({im.patient for im in images})} patients, "
             f"{len(skipped)} rows skipped")
         return _Labels(classes, multilabel, images, skipped)

@@ -31,6 +31,13 @@ def test_mirrored_on_two_cpus_matches_one_device():
     assert report["max_difference"] < 1e-4 * report["max_moment"]
 
 
+def test_mirrored_multilabel_step_matches_one_device():
+    # One sigmoid per finding, ignored labels masked, weights per finding: the same update on 2 replicas.
+    report = _helper("mirrored_first_step.py", "1.0", "multilabel")  # frozen backbone: BatchNorm alike
+    assert abs(report["loss_one"] - report["loss_two"]) < 1e-5
+    assert report["max_moment"] > 1e-3 and report["max_difference"] < 1e-4 * report["max_moment"]
+
+
 @pytest.fixture(scope="module")
 def two_replicas():
     return _helper("two_replicas.py")
