@@ -13,7 +13,13 @@ pipeline for each encoding, cache off and on, on 1 core and on all cores, plus t
 augmentation applied to every batch (as the trainer does on the device), and the JPEG pipeline
 through a tf.data service on loopback (dispatcher and one worker in this process: the cost of
 moving finished batches through the service, not its scaling, which needs more machines).
+The JPEG set is also written as a multi-label set of the same images (`multilabel/`: a generic
+CSV label file with 14 findings, the first the folder's class), so its rows read exactly the
+same pixels with a 14-float label vector per record instead of one integer.
 """
+import csv
+import hashlib
+import io
 import os
 
 import tensorflow as tf
@@ -21,7 +27,9 @@ from absl import app, flags
 
 from benchmarks import common
 from benchmarks.epochs import BATCH, SIZE
+from cxr_fast import atomic
 from cxr_fast import config as config_lib
+from cxr_fast.data import index as dataset_index
 from cxr_fast.data import pipeline, recordset, writer
 from cxr_fast.distributed import service as data_service
 from cxr_fast.training import augment
@@ -58,6 +66,29 @@ def ensure_record_sets(image_dir, tfrecord_dir, encodings):
             writer.convert(config_lib.ConvertConfig(
                 data_dir=image_dir, output_dir=target, image_size=SIZE, encoding=encoding, shard_size_mb=8,
                 split_fractions=(0.8, 0.1, 0.1)), log=lambda *_: None)
+
+
+MULTILABEL_FINDINGS = 14  # as ChestX-ray14 and CheXpert
+
+
+def ensure_multilabel_set(image_dir, tfrecord_dir):
+    """The JPEG set's images as a multi-label set (generic CSV: 14 findings, the first the class)."""
+    target = os.path.join(tfrecord_dir, "multilabel")
+    if os.path.isfile(os.path.join(target, "manifest.json")):
+        return target
+    images, _ = dataset_index.scan(image_dir)
+    names = [f"finding_{k}" for k in range(MULTILABEL_FINDINGS)]
+    labels_path = os.path.join(tfrecord_dir, "multilabel_labels.csv")
+    rows = [[im.path, im.patient, im.label, *(int(hashlib.sha1(f"{im.path}/{k}".encode()).digest()[0] < 40)
+                                              for k in range(1, MULTILABEL_FINDINGS))] for im in images]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([["file", "patient", *names], *rows])
+    atomic.write_text(labels_path, buffer.getvalue())
+    writer.convert(config_lib.ConvertConfig(
+        data_dir=image_dir, output_dir=target, image_size=SIZE, encoding="jpeg", shard_size_mb=8,
+        split_fractions=(0.8, 0.1, 0.1), labels=labels_path, format="csv", path_column="file",
+        patient_column="patient", label_columns=tuple(names)), log=lambda *_: None)
+    return target
 
 
 def with_augmentation(dataset):
@@ -106,6 +137,13 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
                         with_augmentation(dataset) if augmented else dataset, cores, reads=reads, cache=cache,
                         augment="reference fused, on the CPU" if augmented else "none")
         if encoding == "jpeg":
+            multilabel = recordset.open_record_set(ensure_multilabel_set(image_dir, tfrecord_dir))
+            for cache in ("none", "memory"):
+                config = config_lib.DataConfig(data_dir=multilabel.root, image_size=SIZE, global_batch_size=BATCH,
+                                               cache=cache)
+                add(f"cxr_fast jpeg multi-label ({MULTILABEL_FINDINGS} findings) cache={cache}",
+                    pipeline.train_dataset(multilabel, config), all_cores, cache=cache, augment="none",
+                    reads=f"the same 128 px jpeg records, a {MULTILABEL_FINDINGS}-float label vector each")
             service = data_service.LocalService(num_workers=1)
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            data_service=service.target, service_job="benchmark")

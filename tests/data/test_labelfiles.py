@@ -122,6 +122,10 @@ def test_bad_label_settings_name_the_flag(tmp_path):
         convert(tmp_path / "data", tmp_path / "out", labels=labels, format="nih")
     with pytest.raises(InputError, match="need --labels"):
         ConvertConfig(**base, format="nih").validate()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no row names an image found below --data_dir"):
+        convert(tmp_path / "empty", tmp_path / "out2", labels=labels, format="csv", **LABEL_OPTIONS["csv"])
+    assert not (tmp_path / "out2").exists()  # nothing half-written
 
 
 def test_generic_csv_with_one_label_column_is_a_binary_set(tmp_path):
