@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import LABEL_OPTIONS, convert, make_labelled
+
 from cxr_fast.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from cxr_fast.data import recordset
 from cxr_fast.evaluation import multilabel, scoring
@@ -104,3 +106,18 @@ def test_multilabel_scores_leave_ignored_labels_out_and_bootstrap_patients():
     assert result["auc"] == 1.0 and result["labels_scored"] == 7
     full = multilabel.evaluate(labels, probs, ["p1", "p1", "p2", "p3"], ("a", "b"), bootstrap_samples=50)
     assert full["patients"] == 3 and full["per_finding"]["a"]["auc_ci"]["samples"] > 0
+
+
+def test_multilabel_head_learns_the_finding_that_shows(tmp_path):
+    # The generic-CSV stand-in: `opacity` films carry opacities, `effusion` and `nodule` are drawn at
+    # random.  Default flags (the tiny CNN at 32 px, 5 epochs of 20 steps of 32): seen test AUC 0.88
+    # for opacity, 0.56 for both random findings.
+    labels = make_labelled(tmp_path / "data", "csv", num_patients=160, seed=1)
+    convert(tmp_path / "data", tmp_path / "records", labels=labels, format="csv", **LABEL_OPTIONS["csv"])
+    config = TrainConfig(model_dir=str(tmp_path / "model"),
+                         data=DataConfig(data_dir=str(tmp_path / "records"), image_size=32, global_batch_size=32),
+                         model=ModelConfig(backbone="tiny", image_size=32, weights="none"), epochs=5,
+                         steps_per_epoch=20)
+    test = loop.train_and_evaluate(config, log=lambda *_: None)["test"]
+    assert test["per_finding"]["opacity"]["auc"] > 0.75
+    assert test["per_finding"]["opacity"]["auc"] > max(test["per_finding"][n]["auc"] for n in ("effusion", "nodule"))
