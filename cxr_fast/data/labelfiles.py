@@ -102,8 +102,13 @@ def _nih(config, base):
     return NIH_FINDINGS, images, skipped
 
 
-def _observations(row, names, uncertain):
-    return [label_value(row[name], uncertain) for name in names]
+def _observations(row, names, uncertain, rel, skipped):
+    """The row's labels for `names`, or None (and a bad_label skip) when a cell is not 1, 0, -1 or blank."""
+    try:
+        return [label_value(row[name], uncertain) for name in names]
+    except ValueError as err:
+        skipped.append(Skipped(rel, f"bad_label: a cell holds {str(err)!r}, not 1, 0, -1 or blank"))
+        return None
 
 
 def _chexpert(config, base):
@@ -121,10 +126,8 @@ def _chexpert(config, base):
             if not match:
                 skipped.append(Skipped(rel, "no_patient: the path names no patientNNNNN folder"))
                 continue
-            try:
-                labels = _observations(row, CHEXPERT_FINDINGS, config.uncertain)
-            except ValueError as err:
-                skipped.append(Skipped(rel, f"bad_label: {err}"))
+            labels = _observations(row, CHEXPERT_FINDINGS, config.uncertain, rel, skipped)
+            if labels is None:
                 continue
             frontal = row.get("Frontal/Lateral", "").strip().lower() == "frontal"
             view = row.get("AP/PA", "").strip().upper() if frontal else "LATERAL"
@@ -160,10 +163,8 @@ def _mimic(config, base):
         if labelled is None:
             skipped.append(Skipped(rel, "no_label: its study has no row in the label file"))
             continue
-        try:
-            labels = _observations(labelled, CHEXPERT_FINDINGS, config.uncertain)
-        except ValueError as err:
-            skipped.append(Skipped(rel, f"bad_label: {err}"))
+        labels = _observations(labelled, CHEXPERT_FINDINGS, config.uncertain, rel, skipped)
+        if labels is None:
             continue
         images.append(_image(rel, f"mimic:{subject}", labels, row["ViewPosition"].strip().upper(),
                              official.get(dicom_id)))
@@ -192,10 +193,8 @@ def _generic(config, base):
         if not rel or not patient:
             skipped.append(Skipped(rel or "(blank)", "no_image: the row names no image or no patient"))
             continue
-        try:
-            labels = _observations(row, names, config.uncertain)
-        except ValueError as err:
-            skipped.append(Skipped(rel, f"bad_label: {err}"))
+        labels = _observations(row, names, config.uncertain, rel, skipped)
+        if labels is None:
             continue
         if len(names) == 1:
             if labels[0] == IGNORED:

@@ -134,3 +134,17 @@ def test_generic_csv_with_one_label_column_is_a_binary_set(tmp_path):
                        patient_column="patient", label_columns=("opacity",))
     assert manifest["task"] == "binary" and manifest["classes"] == ["NO_OPACITY", "OPACITY"]
     assert collections.Counter(manifest["skipped_by_reason"]) == {"no_image": 1, "unreadable": 1}
+
+
+def test_a_cell_that_is_not_a_label_skips_its_row_with_the_reason(tmp_path):
+    labels = make_labelled(tmp_path / "data", "csv", num_patients=8)
+    rows = list(csv.reader(open(labels)))
+    rows.append([rows[1][0], "P7777", "PA", "maybe", "0", "0"])  # an existing film, a bad cell
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    config = ConvertConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), labels=labels,
+                           format="csv", **LABEL_OPTIONS["csv"])
+    _, images, skipped, _ = labelfiles.read(config)
+    bad = [s for s in skipped if s.reason.startswith("bad_label")]
+    assert len(bad) == 1 and "'maybe'" in bad[0].reason and bad[0].path == rows[1][0]
+    assert not any(im.patient == "csv:P7777" for im in images)
