@@ -109,6 +109,8 @@ class ConvertConfig:
             raise InputError(f"--uncertain={self.uncertain} must be ignore, ones or zeros")
         if self.format == "csv" and not (self.path_column and self.patient_column and self.label_columns):
             raise InputError("--format=csv needs --path_column, --patient_column and --label_columns")
+        if self.format == "csv" and self.views and not self.view_column:
+            raise InputError("--view with --format=csv needs --view_column (the column of view positions)")
         if self.split == "official" and self.format in ("rsna", "csv"):
             raise InputError(f"--split=official: the {self.format} label file has no official split; "
                              "use --split=patient")

@@ -137,14 +137,16 @@ def _report_blocks(config, record_set, result, figures):
                                f"{manifest['patients']['in_several_splits']} patients have films in more than one "
                                "split, so these numbers are optimistic (as the reference report's were)."))
     ci = result["confidence_intervals"] or {}
+    kermany = manifest["settings"].get("source", "folders") == "folders"  # the reference's numbers are Kermany's
+    references = report.REFERENCE_RESULTS if kermany else {}
     rows = []
     for name in ("accuracy", "precision", "recall", "f1", "auc", "specificity", "average_precision", "loss"):
         interval = ci.get(name)
         rows.append([name, result[name], f"{report.fmt(interval['low'])}-{report.fmt(interval['high'])}"
-                     if interval else "n/a", *(ref.get(name) for ref in report.REFERENCE_RESULTS.values())])
-    blocks += [("h2", "Metrics"), ("table", ["metric", "cxr_fast", "95% CI (patients resampled)",
-                                             *report.REFERENCE_RESULTS], rows),
-               ("p", f"Reference numbers from {report.REFERENCE_SOURCE}. Per patient (positive if any film is, "
+                     if interval else "n/a", *(ref.get(name) for ref in references.values())])
+    source = f"Reference numbers from {report.REFERENCE_SOURCE}. " if kermany else ""
+    blocks += [("h2", "Metrics"), ("table", ["metric", "cxr_fast", "95% CI (patients resampled)", *references], rows),
+               ("p", f"{source}Per patient (positive if any film is, "
                      f"score the max): accuracy {report.fmt(result['per_patient']['accuracy'])}, AUC "
                      f"{report.fmt(result['per_patient']['auc'])}, recall {report.fmt(result['per_patient']['recall'])}"
                      f" over {result['patients']} patients. Expected calibration error "

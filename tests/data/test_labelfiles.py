@@ -116,6 +116,9 @@ def test_bad_label_settings_name_the_flag(tmp_path):
         ConvertConfig(**base, labels=str(tmp_path / "absent.csv"), format="nih").validate()
     with pytest.raises(InputError, match="--path_column"):
         ConvertConfig(**base, labels=labels, format="csv").validate()
+    with pytest.raises(InputError, match="--view_column"):
+        ConvertConfig(**base, labels=labels, format="csv", views=("PA",),
+                      **{**LABEL_OPTIONS["csv"], "view_column": ""}).validate()
     with pytest.raises(InputError, match="--split=official"):
         ConvertConfig(**base, labels=labels, format="csv", split="official", **LABEL_OPTIONS["csv"]).validate()
     with pytest.raises(InputError, match="no column 'Image Index'"):  # a CSV of another format

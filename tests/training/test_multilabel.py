@@ -47,8 +47,10 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
         report = (out / "report.md").read_text()
         assert all(f"| {name} |" in report for name in findings)
         assert ("published AUC" in report) == (format == "nih")  # CheXNet's anchors for ChestX-ray14
-    else:  # RSNA: a binary set, the reference head, Kermany's report
+    else:  # RSNA: a binary set, the reference head, the binary report without Kermany's reference numbers
         assert result["count"] == manifest["counts"]["test"]["total"] and (out / "roc.png").is_file()
+        report = (out / "report.md").read_text()
+        assert "NO_PNEUMONIA" in report and "report model 1" not in report
     model, threshold = inference.load(str(tmp_path / "model"))
     film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
     films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
