@@ -16,7 +16,7 @@ from cxr_fast.serving import inference
 from cxr_fast.training import loop
 from cxr_fast.training.steps import Steps
 
-pytestmark = pytest.mark.heavy(60)  # ~seconds here; scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.heavy(100)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
 def _train(records, model_dir):
@@ -123,3 +123,25 @@ def test_multilabel_head_learns_the_finding_that_shows(tmp_path):
     test = loop.train_and_evaluate(config, log=lambda *_: None)["test"]
     assert test["per_finding"]["opacity"]["auc"] > 0.75
     assert test["per_finding"]["opacity"]["auc"] > max(test["per_finding"][n]["auc"] for n in ("effusion", "nodule"))
+
+
+def test_multilabel_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(labelled_records, tmp_path,
+                                                                                monkeypatch):
+    _, records, _ = labelled_records("chexpert")  # uncertain labels ignored: the masked loss
+    whole, _ = _train(records, tmp_path / "whole")
+
+    def preempted(*args):  # called at the end of epoch 1, before its end-of-epoch checkpoint
+        raise RuntimeError("preempted")
+
+    config = TrainConfig(model_dir=str(tmp_path / "parts"),
+                         data=DataConfig(data_dir=records, image_size=32, global_batch_size=8),
+                         model=ModelConfig(backbone="tiny", image_size=32, weights="none"), epochs=2, steps_per_epoch=3,
+                         checkpoint_every_secs=0)  # a checkpoint after every step but an epoch's last
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "constant_predictions_note", preempted)
+        with pytest.raises(RuntimeError, match="preempted"):
+            loop.train_and_evaluate(config, log=lambda *_: None)
+    lines = []
+    parts = loop.train_and_evaluate(config, log=lines.append)
+    assert any("resuming at epoch 1, step 2" in line for line in lines)
+    assert parts["weights_sha256"] == whole["weights_sha256"]
