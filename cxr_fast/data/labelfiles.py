@@ -16,7 +16,8 @@ path layout, never from guessed file names.  Formats, as published:
               at files/p10/p10000032/s50414267/{dicom_id}.jpg.
     rsna      stage_2_train_labels.csv: patientId, x, y, width, height, Target, a row per box; one
               image per patientId (positive when any row is), stage_2_train_images/{id}.dcm.  RSNA's
-              patientId names one film, so it is the patient here too.  No official split.
+              patientId names one film, so it is the patient here too.  No official split; the
+              view (for --view) is read from each DICOM's header.
     csv       any CSV: --path_column (relative to --data_dir), --patient_column, --label_columns.
 
 Label values follow CheXpert: 1 positive, 0 or blank negative, -1 uncertain, mapped by
@@ -179,8 +180,23 @@ def _rsna(config, base):
         pid = row["patientId"].strip()
         target[pid] = max(target.get(pid, 0), int(float(row["Target"] or 0)))
     folder = "stage_2_train_images"
-    images = [ImageFile(f"{folder}/{pid}.dcm", label, f"rsna:{pid}", None) for pid, label in target.items()]
+    images = []
+    for pid, label in target.items():
+        rel = f"{folder}/{pid}.dcm"
+        view = _dicom_view(os.path.join(config.data_dir, rel)) if config.views else ""
+        images.append(ImageFile(rel, label, f"rsna:{pid}", None, view=view))
     return RSNA_CLASSES, images, []
+
+
+def _dicom_view(path):
+    """A DICOM file's View Position (its header only); "" when the file is missing or unreadable."""
+    import pydicom  # the dicom extra: RSNA's films are DICOMs, converting them needs it anyway
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ViewPosition"])
+                   .get("ViewPosition", "")).strip().upper()
+    except Exception:  # missing or damaged: the conversion names it later
+        return ""
 
 
 def _generic(config, base):
@@ -217,8 +233,6 @@ def read(config):
     Rows naming a file that is not below --data_dir are skipped as `missing_image`; rows whose
     view is not in `config.views` (when given) as `view`.
     """
-    if config.views and config.format == "rsna":
-        raise InputError("--view: the RSNA label file has no view column (its DICOM headers do); leave --view out")
     base = os.path.dirname(os.path.abspath(config.labels))
     classes, images, skipped = _READERS[config.format](config, base)
     multilabel = bool(images) and bool(images[0].findings)

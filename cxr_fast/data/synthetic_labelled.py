@@ -130,7 +130,7 @@ def _mimic(config, root, rng, size):
     _write_csv(root, labelfiles.MIMIC_FILES["split"], ["dicom_id", "study_id", "subject_id", "split"], split)
 
 
-def write_dicom(path, gray, patient_id, monochrome1=False, compress=False, transfer_syntax=None):
+def write_dicom(path, gray, patient_id, monochrome1=False, compress=False, transfer_syntax=None, view="PA"):
     """A gray uint8 film as a 12-bit DICOM (Rescale Intercept -1024, a window covering the film).
 
     Decoded as a viewer would (`cxr_fast.data.dicom`), it gives `gray` back within a gray level.
@@ -147,7 +147,7 @@ def write_dicom(path, gray, patient_id, monochrome1=False, compress=False, trans
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.Modality, ds.ViewPosition = patient_id, "CR", "PA"
+    ds.PatientID, ds.Modality, ds.ViewPosition = patient_id, "CR", view
     ds.Rows, ds.Columns = gray.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1" if monochrome1 else "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
@@ -173,7 +173,8 @@ def _rsna(config, root, rng, size):
         positive = int(rng.random() < 0.4)
         gray = _film(rng, anatomy, positive, size)
         write_dicom(os.path.join(root, f"stage_2_train_images/{pid}.dcm"), gray, pid, monochrome1=patient % 4 == 1,
-                    compress=patient == 2, transfer_syntax=_UNDECODABLE_SYNTAX if patient == 3 else None)
+                    compress=patient == 2, transfer_syntax=_UNDECODABLE_SYNTAX if patient == 3 else None,
+                    view="AP" if patient % 3 == 0 else "PA")
         boxes = [[int(v) for v in rng.integers(0, size // 2, 4)] for _ in range(1 + (patient % 2))] if positive else [
             ["", "", "", ""]]
         rows += [[pid, *box, positive] for box in boxes]

@@ -99,6 +99,15 @@ def test_uncertain_labels_ignored_or_mapped_and_recorded(tmp_path):
     assert labelfiles.label_value("-1", "ignore") == labelfiles.IGNORED
 
 
+def test_rsna_views_come_from_the_dicom_headers(tmp_path):
+    labels = make_labelled(tmp_path / "data", "rsna", num_patients=12)
+    config = ConvertConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), labels=labels,
+                           format="rsna", views=("PA",))
+    _, images, skipped, _ = labelfiles.read(config)
+    assert {im.view for im in images} == {"PA"} and len(images) == 8  # patients 0, 3, 6, 9 stood AP
+    assert sum(s.reason.startswith("view: AP") for s in skipped) == 4
+
+
 def test_view_filter_keeps_frontal_films(tmp_path):
     labels = make_labelled(tmp_path / "data", "mimic", num_patients=12)
     every = convert(tmp_path / "data", tmp_path / "all", labels=labels, format="mimic")
