@@ -12,7 +12,8 @@ from conftest import LABEL_OPTIONS, convert, make_labelled
 from cxr_fast.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from cxr_fast.data import recordset
 from cxr_fast.evaluation import multilabel, scoring
-from cxr_fast.serving import inference
+from cxr_fast.errors import InputError
+from cxr_fast.serving import inference, savedmodel
 from cxr_fast.training import loop
 from cxr_fast.training.steps import Steps
 
@@ -52,6 +53,10 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
         report = (out / "report.md").read_text()
         assert "NO_PNEUMONIA" in report and "report model 1" not in report
     model, threshold = inference.load(str(tmp_path / "model"))
+    if findings:  # the serving signature is binary: a one-line refusal, nothing written
+        with pytest.raises(InputError, match="--export_dir"):
+            savedmodel.export(model, str(tmp_path / "export"))
+        assert not (tmp_path / "export").exists()
     film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
     films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
              for line in open(os.path.join(records, recordset.SPLITS_CSV)).read().splitlines()[1:3]]
