@@ -27,6 +27,19 @@ def test_round_trip_to_the_films_gray(tmp_path, monochrome1, compress):
     assert imaging.load_gray(data, 16).shape == (16, 16)
 
 
+def test_jpeg_2000_decodes_through_the_extras_pylibjpeg(tmp_path):
+    # The dicom extra's pylibjpeg-openjpeg both writes (pydicom's compress) and reads JPEG 2000.
+    from pydicom.uid import JPEG2000Lossless
+
+    gray, path = _gray(), tmp_path / "film.dcm"
+    write_dicom(str(path), gray, "P1")
+    ds = pydicom.dcmread(path)
+    ds.compress(JPEG2000Lossless)
+    ds.save_as(path)
+    assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert np.abs(imaging.load_gray(path.read_bytes(), 0).astype(int) - gray).max() <= 1
+
+
 def test_window_and_rescale_are_applied(tmp_path):
     path = tmp_path / "film.dcm"
     write_dicom(str(path), _gray(), "P1")
