@@ -125,8 +125,11 @@ def _fingerprint(images, skipped, labels, config, pool, log):
         log(f"removed {len(duplicates)} exact duplicates (same sha1)")
     for label, name in enumerate(() if labels.multilabel else labels.classes):
         if not any(im.label == label for im in kept):
-            where = f"--labels={config.labels}" if config.labels else f"--data_dir={config.data_dir}"
-            raise InputError(f"{where}: no readable {name} image found; a binary set needs images of both classes")
+            if config.labels:
+                raise InputError(f"--labels={config.labels}: no readable {name} image found; a binary set needs "
+                                 "images of both classes")
+            raise InputError(f"--data_dir={config.data_dir}: no readable {name} image found; "
+                             f"both NORMAL and PNEUMONIA folders need images")
     if not kept:
         raise InputError(f"--labels={config.labels}: no readable image (see the skipped reasons)")
     kept = [(im, sha1s[im.path]) for im in kept]  # (ImageFile, sha1) travel together from here on
