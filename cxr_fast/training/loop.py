@@ -7,6 +7,10 @@ the device gains from it, `steps_per_loop` steps per tf.function call) -> resume
 checkpoint if any -> epoch loop with the reference's callbacks and periodic checkpoints
 (`cxr_fast.training.checkpointing`) -> best weights, model.keras, test score.
 
+A multi-label record set (its manifest names `findings`) gets one sigmoid per finding and a
+masked, per-finding class-weighted loss (`steps`); its val_auc is the macro AUC over findings.
+From scratch, the augmentation's ranges ramp up over the first epochs (`TrainConfig.augment_ramp`).
+
 Keras' `model.fit` is not used: it fails under MultiWorkerMirroredStrategy and turns XLA off
 under any strategy.  Callbacks still run, through `keras.callbacks.CallbackList`.
 """
