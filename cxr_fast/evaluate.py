@@ -8,6 +8,7 @@ from absl import flags
 
 from cxr_fast import errors
 from cxr_fast import config as config_lib
+from cxr_fast.data import recordset
 
 flags.DEFINE_string("model_dir", None, "A training output folder (holds model.keras).")
 flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
@@ -30,7 +31,9 @@ def main(argv):
         model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, split=FLAGS.split, threshold=FLAGS.threshold,
         target_recall=FLAGS.target_recall, output_dir=FLAGS.output_dir, bootstrap=FLAGS.bootstrap,
         batch_size=FLAGS.batch_size, samples=FLAGS.samples).validate()
-    from cxr_fast.evaluation import scoring  # after validation: bad flags fail before TensorFlow loads
+    if FLAGS.split not in recordset.open_record_set(config.data_dir).files:  # no TensorFlow yet: fails in 0.2 s
+        raise errors.InputError(f"--data_dir={config.data_dir} has no {config.split} split")
+    from cxr_fast.evaluation import scoring  # after validation: bad flags and a bad --data_dir fail before TF loads
 
     scoring.evaluate(config)
 

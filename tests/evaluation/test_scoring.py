@@ -88,3 +88,6 @@ def test_cli(tiny_model_dir, records_dir, tmp_path):
     assert "report in" in result.stdout and (model_dir / "eval_val" / "report.html").is_file()
     assert_one_line_error(run("cxr_fast.evaluate", f"--model_dir={tmp_path / 'none'}", f"--data_dir={records_dir}"),
                           "holds no model.keras")
+    # a wrong --data_dir is named in one line (checked before TensorFlow loads)
+    assert_one_line_error(run("cxr_fast.evaluate", f"--model_dir={model_dir}", f"--data_dir={tmp_path / 'absent'}"),
+                          "manifest.json not found")
