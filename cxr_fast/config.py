@@ -313,7 +313,7 @@ class TrainConfig:
         Auto (-1): a quarter of the epochs when the backbone starts from scratch (`--weights=none`)
         with the fused reference augmentation, else 0 (the reference: full ranges from step 0).
         From scratch, EfficientNet met the full ranges before it had found the sign and learned
-        nothing (BUILD.md, Known limits); the same net, having learned with weak ranges, kept
+        nothing (BUILD.md, "Augmentation ramp from scratch"); the same net, having learned with weak ranges, kept
         learning under full ones.
         """
         if self.augment_ramp_epochs != -1.0:

@@ -31,8 +31,7 @@ def main(argv):
         model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, split=FLAGS.split, threshold=FLAGS.threshold,
         target_recall=FLAGS.target_recall, output_dir=FLAGS.output_dir, bootstrap=FLAGS.bootstrap,
         batch_size=FLAGS.batch_size, samples=FLAGS.samples).validate()
-    if FLAGS.split not in recordset.open_record_set(config.data_dir).files:  # no TensorFlow yet: fails in 0.2 s
-        raise errors.InputError(f"--data_dir={config.data_dir} has no {config.split} split")
+    recordset.open_record_set(config.data_dir).check_split(config.split)  # no TensorFlow yet: fails in 0.2 s
     from cxr_fast.evaluation import scoring  # after validation: bad flags and a bad --data_dir fail before TF loads
 
     scoring.evaluate(config)

@@ -17,6 +17,8 @@ import io
 
 import numpy as np
 
+from cxr_fast.errors import InputError
+
 PREAMBLE = 128  # bytes before the "DICM" magic of a DICOM Part 10 file
 
 
@@ -32,11 +34,12 @@ def _pydicom(error):
     return pydicom
 
 
-def read_header(data, error, max_pixels):
-    """Parses everything but the pixels; returns the dataset.  Raises `error` with a manifest reason."""
+def read_header(data, error, max_pixels, pixels=False):
+    """Parses the file (without its pixel data unless `pixels`) and checks its size and samples;
+    returns the dataset.  Raises `error` with a manifest reason.  Pixels decode later, on access."""
     pydicom = _pydicom(error)
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
         rows, columns = int(dataset.Rows), int(dataset.Columns)
     except Exception as err:  # pydicom raises many types for damaged files
         raise error(f"unreadable: not a readable DICOM file ({type(err).__name__})") from None
@@ -49,11 +52,9 @@ def read_header(data, error, max_pixels):
 
 def to_gray(data, error, max_pixels):
     """DICOM bytes -> 2-D uint8 array, as a viewer would display the film (see the module docstring)."""
-    read_header(data, error, max_pixels)
-    pydicom = _pydicom(error)
+    dataset = read_header(data, error, max_pixels, pixels=True)  # one parse; the checks before any decoding
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    dataset = pydicom.dcmread(io.BytesIO(data))
     try:
         stored = dataset.pixel_array
     except Exception as err:
@@ -76,3 +77,13 @@ def to_gray(data, error, max_pixels):
     if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         scaled = 1.0 - scaled
     return np.round(scaled * 255).astype(np.uint8)
+
+
+def view_position(path):
+    """A DICOM file's View Position (PA, AP, ...) from its header; "" when missing or unreadable."""
+    pydicom = _pydicom(InputError)  # RSNA's --view: no pydicom is a one-line error naming the extra
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ViewPosition"])
+    except Exception:  # missing or damaged: the conversion names the file's problem later
+        return ""
+    return str(dataset.get("ViewPosition", "")).strip().upper()

@@ -30,6 +30,7 @@ import csv
 import os
 import re
 
+from cxr_fast.data import dicom
 from cxr_fast.data.index import ImageFile, Skipped
 from cxr_fast.errors import InputError
 
@@ -183,20 +184,9 @@ def _rsna(config, base):
     images = []
     for pid, label in target.items():
         rel = f"{folder}/{pid}.dcm"
-        view = _dicom_view(os.path.join(config.data_dir, rel)) if config.views else ""
+        view = dicom.view_position(os.path.join(config.data_dir, rel)) if config.views else ""
         images.append(ImageFile(rel, label, f"rsna:{pid}", None, view=view))
     return RSNA_CLASSES, images, []
-
-
-def _dicom_view(path):
-    """A DICOM file's View Position (its header only); "" when the file is missing or unreadable."""
-    import pydicom  # the dicom extra: RSNA's films are DICOMs, converting them needs it anyway
-
-    try:
-        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["ViewPosition"])
-                   .get("ViewPosition", "")).strip().upper()
-    except Exception:  # missing or damaged: the conversion names it later
-        return ""
 
 
 def _generic(config, base):

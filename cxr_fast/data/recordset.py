@@ -52,6 +52,12 @@ class RecordSet:
         """Records per class of a split, in label order (NORMAL, PNEUMONIA; multi-label: none, any finding)."""
         return [self.manifest["counts"][split][name] for name in self.manifest["classes"]]
 
+    def check_split(self, split):
+        """A split to score must have shards (a set written with a zero fraction has none)."""
+        if split not in self.files:
+            raise InputError(f"--data_dir={self.root} has no {split} split")
+        return self
+
     def check_batch_size(self, global_batch_size):
         """A global batch larger than the training split would train on nothing."""
         if global_batch_size > self.num_records("train"):

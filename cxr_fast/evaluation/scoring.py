@@ -24,14 +24,15 @@ from cxr_fast.errors import InputError
 from cxr_fast.evaluation import findings, metrics, plots, report
 from cxr_fast.serving import inference
 
-def _score(model, record_set, split, data_config):
-    """(labels, probs, patients, files, images) for every record of the split, in order."""
+def _score(model, record_set, split, data_config, keep_images=False):
+    """(labels, probs, patients, files, images) for every record of the split, in order; images
+    (the whole split decoded) only with `keep_images`, for the sample and mistake grids."""
     predict_fn = tf.function(lambda images: model(images, training=False))
     with pipeline.readable_errors(record_set.root):
         labels, probs, extras = inference.predict_dataset(
             pipeline.eval_dataset(record_set, split, data_config, with_metadata=True), predict_fn,
-            keep_images=True)
-    return labels.astype(int), probs, extras["patient"], extras["filename"], extras["images"]
+            keep_images=keep_images)
+    return labels.astype(int), probs, extras["patient"], extras["filename"], extras.get("images")
 
 
 def _open(config, model):
@@ -42,8 +43,7 @@ def _open(config, model):
         raise InputError(f"--data_dir={config.data_dir} holds {stored[0]}x{stored[1]} images but the model in "
                          f"{config.model_dir} takes {size}x{size}; evaluate on records written with "
                          f"--image_size={size}")
-    if config.split not in record_set.files:
-        raise InputError(f"--data_dir={config.data_dir} has no {config.split} split")
+    record_set.check_split(config.split)
     return record_set, DataConfig(data_dir=config.data_dir, image_size=size, global_batch_size=config.batch_size,
                                   channels=channels)
 
@@ -82,7 +82,8 @@ def evaluate(config, log=print):
         labels, probs, patients, files, _ = _score(model, record_set, config.split, data_config)
         return findings.evaluate(config, record_set, threshold, (labels, probs, patients, files), output_dir, log)
     threshold, choice = _threshold(config, model, record_set, data_config)
-    labels, probs, patients, files, images = _score(model, record_set, config.split, data_config)
+    labels, probs, patients, files, images = _score(model, record_set, config.split, data_config,
+                                                    keep_images=bool(config.samples))
     result = metrics.evaluate(labels, probs, patients, threshold, config.bootstrap)
     result["threshold_choice"] = choice
     result["split"] = config.split
