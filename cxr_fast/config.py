@@ -269,6 +269,7 @@ class TrainConfig:
     steps_per_loop: int = 0  # steps inside one tf.function call; 0: 1 on CPU, up to 50 on GPUs
     precise_bn_batches: int = 8  # BatchNorm statistics recomputed on up to this many batches (<= 1/4 epoch); 0: off
     augment_ramp_epochs: float = -1.0  # geometric ranges rise from 0 to full over these epochs; -1: auto
+    augment_ramp_start_auc: float = 0.7  # the ramp waits for an epoch with this val AUC (flips only until); 0: step 0
     checkpoint_every_secs: float = 600.0  # mid-epoch checkpoints; 0: after every loop
     reduce_lr_factor: float = 0.2
     reduce_lr_patience: int = 10
@@ -300,6 +301,9 @@ class TrainConfig:
         if self.augment_ramp_epochs != -1.0 and not 0 <= self.augment_ramp_epochs <= self.epochs:
             raise InputError(f"--augment_ramp_epochs={self.augment_ramp_epochs} must be -1 (auto) or in "
                              f"[0, --epochs={self.epochs}]")
+        if not 0 <= self.augment_ramp_start_auc < 1:
+            raise InputError(f"--augment_ramp_start_auc={self.augment_ramp_start_auc} must be in [0, 1); "
+                             "0 starts the ramp at the first step")
         if self.augment_ramp_epochs > 0 and self.augment.impl == "chain":
             raise InputError("--augment_impl=chain (keras-cv's layers) cannot ramp its ranges; "
                              "pass --augment_ramp_epochs=0 or --augment_impl=fused")
@@ -314,7 +318,9 @@ class TrainConfig:
         with the fused reference augmentation, else 0 (the reference: full ranges from step 0).
         From scratch, EfficientNet met the full ranges before it had found the sign and learned
         nothing (BUILD.md, "Augmentation ramp from scratch"); the same net, having learned with weak ranges, kept
-        learning under full ones.
+        learning under full ones.  The ramp waits (flips only) for the first epoch whose validation
+        AUC reaches `augment_ramp_start_auc`: a faint sign took the net longer to find than a
+        fixed ramp gave it, and even a quarter of the ranges hid it.
         """
         if self.augment_ramp_epochs != -1.0:
             return self.augment_ramp_epochs

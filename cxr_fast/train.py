@@ -53,6 +53,9 @@ flags.DEFINE_bool("horizontal_flip", True, "Flip half of the images horizontally
 flags.DEFINE_float("augment_ramp_epochs", -1.0, "The geometric ranges rise linearly from 0 to the above over "
                    "these first epochs; -1 (auto): a quarter of --epochs with --weights=none (from scratch), "
                    "else 0 (the reference).")
+flags.DEFINE_float("augment_ramp_start_auc", 0.7, "The ramp starts after the first epoch whose validation AUC "
+                   "reaches this (flips only until then: a net from scratch finds a faint sign first); "
+                   "0: at the first step.")
 flags.DEFINE_enum("fill_mode", "nearest", ["nearest", "reflect", "wrap", "constant"], "Fill outside the image.")
 # Optimization
 flags.DEFINE_integer("epochs", 30, "Epochs (passes over the training split).")
@@ -97,7 +100,7 @@ def config_from_flags():
         learning_rate=FLAGS.learning_rate, class_weight=FLAGS.class_weight, strategy=FLAGS.strategy,
         precision=FLAGS.precision, jit_compile=FLAGS.jit_compile, steps_per_epoch=FLAGS.steps_per_epoch,
         steps_per_loop=FLAGS.steps_per_loop, precise_bn_batches=FLAGS.precise_bn_batches,
-        augment_ramp_epochs=FLAGS.augment_ramp_epochs,
+        augment_ramp_epochs=FLAGS.augment_ramp_epochs, augment_ramp_start_auc=FLAGS.augment_ramp_start_auc,
         checkpoint_every_secs=FLAGS.checkpoint_every_secs,
         reduce_lr_factor=FLAGS.reduce_lr_factor, reduce_lr_patience=FLAGS.reduce_lr_patience,
         min_learning_rate=FLAGS.min_learning_rate, early_stopping_patience=FLAGS.early_stopping_patience,

@@ -9,7 +9,8 @@ checkpoint if any -> epoch loop with the reference's callbacks and periodic chec
 
 A multi-label record set (its manifest names `findings`) gets one sigmoid per finding and a
 masked, per-finding class-weighted loss (`steps`); its val_auc is the macro AUC over findings.
-From scratch, the augmentation's ranges ramp up over the first epochs (`TrainConfig.augment_ramp`).
+From scratch, the augmentation holds at flips only until an epoch's val AUC shows the net has
+found a sign, then its ranges ramp up over a few epochs (`TrainConfig.augment_ramp`).
 
 Keras' `model.fit` is not used: it fails under MultiWorkerMirroredStrategy and turns XLA off
 under any strategy.  Callbacks still run, through `keras.callbacks.CallbackList`.
@@ -115,10 +116,14 @@ def train_and_evaluate(config, log=print, flags_text=None):
 
     # ---- model, optimizer, step functions
     ramp_epochs = config.augment_ramp()
-    steps = Steps(config, strategy, weights, policy, jit, ramp_steps=ramp_epochs * steps_per_epoch)
+    gate = config.augment_ramp_start_auc if ramp_epochs else 0.0
+    steps = Steps(config, strategy, weights, policy, jit, ramp_steps=ramp_epochs * steps_per_epoch,
+                  ramp_start=None if gate else 0)
     if ramp_epochs:
-        log(f"augmentation ramps from no geometric change to the full ranges over the first {ramp_epochs:g} "
-            f"epochs ({round(ramp_epochs * steps_per_epoch)} steps; --augment_ramp_epochs)")
+        log(f"augmentation ramps from no geometric change (flips only) to the full ranges over {ramp_epochs:g} "
+            f"epochs ({round(ramp_epochs * steps_per_epoch)} steps; --augment_ramp_epochs), "
+            + (f"starting after the first epoch with val AUC >= {gate:g} (--augment_ramp_start_auc)" if gate
+               else "from the first step"))
     model, optimizer, position = steps.model, steps.optimizer, steps.position
     report = model_lib.parameter_report(model, steps.backbone, config.model)
     for line in model_lib.describe(report):
@@ -129,6 +134,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     if workers > 1:
         _check_same_start(steps, position, config.model_dir)
     history = saved["history"] if saved else []
+    if gate and ramp_start_epoch(history, gate) is not None:
+        steps.start_ramp(ramp_start_epoch(history, gate) * steps_per_epoch)
     if saved and saved.get("finished"):
         log(f"{config.model_dir} already holds a finished run; nothing to train")
         out.cleanup()
@@ -213,6 +220,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
         logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
                 **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall", "count")},
                 "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                "augment_strength": (float(steps.augment_strength(global_step - 1))
+                                     if config.augment.kind == "reference" else None),
                 "seconds": time.time() - epoch_start}
         if workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker
             logs = _agreed(steps, logs)
@@ -227,12 +236,23 @@ def train_and_evaluate(config, log=print, flags_text=None):
         note = constant_predictions_note(val["spread"], logs["accuracy"], logs["val_accuracy"], precise_batches)
         if note:
             log(note)
+        if gate and not steps.ramp_started:
+            if ramp_start_epoch(history, gate) is not None:
+                steps.start_ramp(global_step)
+                log(f"val AUC {logs['val_auc']:.3f} >= {gate:g}: the augmentation's ranges ramp to full over the "
+                    f"next {ramp_epochs:g} epochs (--augment_ramp_start_auc)")
+            else:
+                log(f"augmentation stays at flips only until an epoch's val AUC reaches {gate:g} "
+                    "(--augment_ramp_start_auc)")
         epoch, step_in_epoch = epoch + 1, 0
         if chief:
             run_state.write_history(history)
         checkpoint([0.0] * 4)
         last_checkpoint = time.time()
     callback_list.on_train_end()
+    if gate and not steps.ramp_started:
+        log(f"warning: no epoch reached val AUC {gate:g}, so the geometric augmentation never started (flips "
+            "only); train longer, start from ImageNet weights, or lower --augment_ramp_start_auc")
 
     # ---- best weights, final model, test score
     summary = _finish(config, model, record_set, history, out, steps.predict, log)
@@ -249,6 +269,12 @@ def score(record_set, labels, probs):
     if record_set.findings:
         return multilabel.scores(labels, probs, record_set.findings)
     return metrics.binary_metrics(labels, probs)
+
+
+def ramp_start_epoch(history, gate):
+    """The epochs completed when a gated augmentation ramp starts: the first epoch (1-based) whose
+    val AUC reached `gate`, or None.  A pure function of the history, so a resumed run restores it."""
+    return next((h["epoch"] for h in history if (h.get("val_auc") or 0.0) >= gate), None)
 
 
 def constant_predictions_note(spread, accuracy, val_accuracy, precise_batches, threshold=0.01):

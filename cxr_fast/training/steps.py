@@ -39,6 +39,8 @@ import tensorflow as tf
 from cxr_fast.training import augment
 from cxr_fast.training import model as model_lib
 
+NOT_STARTED = 2**62  # ramp_start before a gated ramp starts: strength stays 0
+
 
 @keras.saving.register_keras_serializable(package="cxr_fast")
 class AgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
@@ -74,9 +76,9 @@ def batch_norm_layers(model):
 
 class Steps:
     def __init__(self, config, strategy, class_weights, policy="float32", jit=False, build_model=None,
-                 ramp_steps=0.0):
+                 ramp_steps=0.0, ramp_start=0):
         self.strategy = strategy
-        self.ramp_steps = float(ramp_steps)  # augmentation strength step / ramp_steps, at most 1
+        self.ramp_steps = float(ramp_steps)  # augmentation strength (step - ramp start) / ramp_steps, in [0, 1]
         self.global_batch = config.data.global_batch_size
         self.seed = config.seed
         with strategy.scope():
@@ -88,6 +90,9 @@ class Steps:
             self.model.compile(optimizer=optimizer, loss="binary_crossentropy")  # attaches it for callbacks
             self.optimizer = optimizer
             self.augmentation = augment.Augmentation(config.augment, seed=config.seed)
+            # The ramp's first step; NOT_STARTED until `start_ramp` (a variable: no retrace when it moves)
+            self.ramp_start = tf.Variable(NOT_STARTED if ramp_start is None else ramp_start, dtype=tf.int64,
+                                          trainable=False, name="augment_ramp_start")
             self.position = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                              for name in ("epoch", "step_in_epoch", "global_step")}
             # loss sum, correct, examples: each replica adds its own, reading sums them (one reduction)
@@ -134,11 +139,21 @@ class Steps:
         return tf.cast(images, self.compute_dtype)
 
     def augment_strength(self, step):
-        """The augmentation's strength at `step`: a linear ramp to 1 (a function of the step, so
-        a resumed run draws what the uninterrupted one would have)."""
+        """The augmentation's strength at `step`: 0 until the ramp starts, then linear to 1 over
+        `ramp_steps` (a function of the step and the start, so a resumed run that restores the
+        start draws what the uninterrupted one would have)."""
         if self.ramp_steps <= 0:
             return tf.constant(1.0)
-        return tf.minimum(1.0, tf.cast(step, tf.float32) / self.ramp_steps)
+        progress = tf.cast(tf.cast(step, tf.int64) - self.ramp_start, tf.float32) / self.ramp_steps
+        return tf.clip_by_value(progress, 0.0, 1.0)
+
+    def start_ramp(self, step):
+        """The ramp begins at `step` (the same on every worker: they decide on agreed logs)."""
+        self.ramp_start.assign(step)
+
+    @property
+    def ramp_started(self):
+        return int(self.ramp_start.numpy()) != NOT_STARTED
 
     # ---- BatchNorm statistics and agreement across replicas
     def _moments_of_batch(self, images):
