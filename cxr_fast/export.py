@@ -33,10 +33,13 @@ def main(argv):
     from cxr_fast.serving import savedmodel
 
     model, threshold = inference.load(FLAGS.model)
+    findings = inference.findings_of(FLAGS.model)
     path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
-                             FLAGS.max_image_bytes)
+                             FLAGS.max_image_bytes, findings)
+    outputs = (f"probabilities and labels per finding ({', '.join(findings)}), findings, error" if findings
+               else "probability, label, class, error")
     print(f"exported {FLAGS.model} (threshold {threshold:.3f}) to {path}; signature serving_default: "
-          "images (encoded bytes) -> probability, label, class, error; JPEG or PNG, at most "
+          f"images (encoded bytes) -> {outputs}; JPEG or PNG, at most "
           f"{FLAGS.max_image_pixels} pixels and {FLAGS.max_image_bytes} bytes per image")
 
 

@@ -25,22 +25,27 @@ def records(tmp_path_factory):
 
 def test_killed_mid_epoch_resumes_and_ends_after_the_same_epochs(records, tmp_path):
     model_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY]
+    # A low ramp gate, so the augmentation's ramp starts after epoch 1 and the kill falls inside
+    # it: the resumed run must restore the ramp's start (from the history) as well as the step.
+    command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records}", f"--model_dir={model_dir}", *TINY,
+               "--augment_ramp_start_auc=0.05"]
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = False
+    killed, ramp_started = False, False
     for line in process.stdout:
-        if "checkpoint saved at epoch 1, step 3" in line:
+        ramp_started = ramp_started or "ranges ramp to full" in line
+        if "checkpoint saved at epoch 2, step 3" in line:
             process.kill()  # SIGKILL: no handler, no cleanup, as a preempted machine
             killed = True
             break
     process.wait(timeout=120)
     assert killed, "the run never reported its mid-epoch checkpoint"
+    assert ramp_started, "the augmentation ramp did not start after epoch 1"
     assert not (model_dir / "model.keras").exists()
 
     resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming at epoch 1, step 3" in resumed.stdout
+    assert "resuming at epoch 2, step 3" in resumed.stdout
     history = json.load(open(model_dir / "history.json"))
     assert [h["epoch"] for h in history] == [1, 2]
     assert json.load(open(model_dir / "summary.json"))["epochs_trained"] == 2
@@ -55,7 +60,7 @@ def test_killed_mid_epoch_resumes_and_ends_after_the_same_epochs(records, tmp_pa
     assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
     histories = [json.load(open(d / "history.json")) for d in (model_dir, tmp_path / "again")]
     for resumed_epoch, uninterrupted_epoch in zip(*histories):
-        for key in ("loss", "accuracy", "val_loss", "val_auc", "learning_rate"):
+        for key in ("loss", "accuracy", "val_loss", "val_auc", "learning_rate", "augment_strength"):
             assert resumed_epoch[key] == pytest.approx(uninterrupted_epoch[key], rel=1e-6), key
 
 

@@ -1,6 +1,8 @@
 """A SavedModel that TF Serving can run unchanged: encoded image bytes in, per image probability,
-label, class and error out; bytes that are not a JPEG or PNG within the limits set at export are
-refused from their header, never decoded (`headers`).
+label, class and error out (a multi-label model: probabilities and labels per finding, the
+findings at or above the threshold joined by "|" as NIH writes them, and error); bytes that are
+not a JPEG or PNG within the limits set at export are refused from their header, never decoded
+(`headers`).
 
 The serving function repeats training's preprocessing in TensorFlow ops: decode (JPEG with
 the accurate integer DCT, as the record reader and Pillow do; PNG through `decode_image`),
@@ -36,22 +38,26 @@ def decode_for_model(encoded, size):
 
 
 class ServingModule(tf.Module):
-    """The exported signature: per image a probability, label, class and error ("" when fine).
+    """The exported signature: per image a probability, label, class and error ("" when fine);
+    with `findings` named, probabilities [N, findings], labels [N, findings], findings and error.
 
     Each input is checked from its header first (`headers.refusal`: JPEG or PNG, within the byte
     and pixel limits fixed here) and only then decoded, inside a tf.data pipeline whose
     `ignore_errors` turns a decoder error (truncated or corrupt bytes) into that image's error
-    instead of a failed request.  Refused images get probability -1, label -1, class "".
+    instead of a failed request.  Refused images get probability -1, label -1, class "" (every
+    finding's probability and label -1, findings "").
     """
 
-    def __init__(self, model, threshold, max_pixels, max_bytes):
+    def __init__(self, model, threshold, max_pixels, max_bytes, findings=()):
         super().__init__()
         self.model = model
         self.threshold = tf.constant(threshold, tf.float32)
         self.size, self.channels = model.input_shape[1], model.input_shape[3]
-        # Saved with the model, so an operator can read the limits back from the SavedModel.
+        # Saved with the model, so an operator can read the limits and finding order back.
         self.max_image_pixels = tf.Variable(max_pixels, dtype=tf.int64, trainable=False)
         self.max_image_bytes = tf.Variable(max_bytes, dtype=tf.int64, trainable=False)
+        self.finding_names = tf.Variable(list(findings) or [""], dtype=tf.string, trainable=False)
+        self.multilabel = bool(findings)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
@@ -69,24 +75,36 @@ class ServingModule(tf.Module):
             ok = tf.tensor_scatter_nd_update(ok, [[index]], [True])
         if self.channels == 3:
             pixels = tf.image.grayscale_to_rgb(pixels)
-        probability = tf.reshape(self.model(tf.cast(pixels, tf.float32), training=False), [-1])
+        probability = self.model(tf.cast(pixels, tf.float32), training=False)
         error = tf.where(ok, "", tf.where(passed, "unreadable: the image data is truncated or corrupt", refused))
+        if self.multilabel:
+            return self._findings(probability, ok, error)
+        probability = tf.reshape(probability, [-1])
         label = tf.where(ok, tf.cast(probability >= self.threshold, tf.int32), -1)
         return {"probability": tf.where(ok, probability, -1.0), "label": label,
                 "class": tf.where(ok, tf.gather(tf.constant(["NORMAL", "PNEUMONIA"]), tf.maximum(label, 0)), ""),
                 "error": error}
 
-
-MULTILABEL_EXPORT = ("--export_dir: the serving signature (probability, label, class) is for binary models; a "
-                     "multi-label model is served from model.keras (cxr_fast.predict) for now")
+    def _findings(self, probabilities, ok, error):
+        positive = probabilities >= self.threshold
+        names = tf.broadcast_to(self.finding_names[None], tf.shape(positive))
+        joined = tf.strings.reduce_join(tf.ragged.boolean_mask(names, positive), axis=1, separator="|")
+        kept = ok[:, None]
+        return {"probabilities": tf.where(kept, probabilities, -1.0),
+                "labels": tf.where(kept, tf.cast(positive, tf.int32), -1),
+                "findings": tf.where(ok, joined, ""), "error": error}
 
 
 def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
-           max_bytes=DEFAULT_MAX_BYTES):
-    """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all."""
-    if model.output_shape[-1] != 1:
-        raise InputError(MULTILABEL_EXPORT)
-    module = ServingModule(model, threshold, max_pixels, max_bytes)
+           max_bytes=DEFAULT_MAX_BYTES, findings=()):
+    """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all.
+
+    `findings`: a multi-label model's finding names, in the order of its outputs.
+    """
+    if model.output_shape[-1] != max(len(findings), 1):
+        raise InputError(f"--export_dir: the model has {model.output_shape[-1]} outputs but {len(findings)} finding "
+                         "names were given (config.json beside model.keras names them)")
+    module = ServingModule(model, threshold, max_pixels, max_bytes, findings)
     with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
     return os.path.abspath(export_dir)

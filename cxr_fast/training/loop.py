@@ -95,8 +95,6 @@ def train_and_evaluate(config, log=print, flags_text=None):
     # ---- data
     record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
     if record_set.findings:  # a multi-label set: one sigmoid per finding, named in the manifest
-        if config.export_dir:
-            raise InputError(savedmodel.MULTILABEL_EXPORT)
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, findings=record_set.findings))
         log(f"multi-label set: {len(record_set.findings)} findings ({', '.join(record_set.findings)})")
     if chief:
@@ -349,7 +347,8 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
         log("test: " + ", ".join(f"{k} {summary['test'][k]:.4f}" for k in ("loss", "accuracy", "auc", "precision",
                                                                         "recall", "f1") if summary["test"][k] is not None))
     if out.chief and config.export_dir:
-        summary["export"] = savedmodel.export(model, config.export_dir, overwrite=True)
+        summary["export"] = savedmodel.export(model, config.export_dir, overwrite=True,
+                                              findings=config.model.findings)
         log(f"SavedModel for serving in {summary['export']}")
     if out.chief:
         atomic.write_json(os.path.join(config.model_dir, "summary.json"), summary)

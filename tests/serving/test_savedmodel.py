@@ -15,6 +15,7 @@ from PIL import Image
 
 from cli import run
 from cxr_fast.data import imaging
+from cxr_fast.errors import InputError
 from cxr_fast.serving import inference, savedmodel
 from images import jpeg, jpeg_declaring, png16, png_bomb
 
@@ -132,6 +133,40 @@ def test_export_cli_sets_limits_and_refuses_existing_dir(model_file, tmp_path):
     result = run("cxr_fast.export", f"--model={model_file}", f"--export_dir={tmp_path / 'x'}",
                  "--max_image_pixels=0")
     assert result.returncode == 2 and "--max_image_pixels" in result.stderr
+
+
+def test_multilabel_export_answers_per_finding_and_refuses_per_image(tmp_path):
+    from cxr_fast.config import ModelConfig
+    from cxr_fast.training import model as model_lib
+
+    findings = ("Atelectasis", "Effusion", "Pneumothorax")
+    model, _ = model_lib.build_model(ModelConfig(backbone="tiny", image_size=32, weights="none", findings=findings))
+    films = [imaging.encode(np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8), "png")
+             for i in range(3)]
+    expected = model.predict(np.stack([np.asarray(Image.open(io.BytesIO(f)))[..., None] for f in films]), verbose=0)
+    threshold = float(np.median(expected))  # some findings above it, some below
+    with pytest.raises(InputError, match="2 finding names"):
+        savedmodel.export(model, str(tmp_path / "wrong"), findings=findings[:2])
+    loaded = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "ml"), threshold, findings=findings))
+    assert [n.decode() for n in loaded.finding_names.numpy()] == list(findings)
+    out = loaded.signatures["serving_default"](images=tf.constant(films[:2] + [b"not an image"] + films[2:]))
+    assert set(out) == {"probabilities", "labels", "findings", "error"}
+    probabilities, labels = out["probabilities"].numpy(), out["labels"].numpy()
+    answered = [0, 1, 3]
+    np.testing.assert_allclose(probabilities[answered], expected, atol=1e-5)
+    np.testing.assert_array_equal(labels[answered], (expected >= threshold).astype(np.int32))
+    joined = ["|".join(n for n, p in zip(findings, row) if p >= threshold) for row in expected]
+    assert [out["findings"].numpy()[i].decode() for i in answered] == joined
+    assert out["error"].numpy()[2].decode().startswith("not an image")
+    assert (probabilities[2] == -1).all() and (labels[2] == -1).all() and out["findings"].numpy()[2] == b""
+    # The command line reads the names from config.json beside model.keras, as training leaves them.
+    (tmp_path / "run").mkdir()
+    model.save(str(tmp_path / "run" / inference.FINAL_MODEL))
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": {"findings": list(findings)}}))
+    result = run("cxr_fast.export", f"--model={tmp_path / 'run'}", f"--export_dir={tmp_path / 'cli'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "probabilities and labels per finding (Atelectasis, Effusion, Pneumothorax)" in result.stdout
+    assert [n.decode() for n in tf.saved_model.load(str(tmp_path / "cli")).finding_names.numpy()] == list(findings)
 
 
 def test_decode_for_model_matches_pillow_on_same_size_jpeg():

@@ -69,6 +69,21 @@ def test_learns_the_synthetic_sign(trained):
     assert any("augmentation ramps" in line and "1.25 epochs (25 steps" in line for line in lines)  # auto, scratch
 
 
+def test_gated_ramp_starts_after_the_first_epoch_that_reaches_the_gate(trained):
+    assert loop.ramp_start_epoch([], 0.7) is None
+    history = [{"epoch": 1, "val_auc": 0.55}, {"epoch": 2, "val_auc": None}, {"epoch": 3, "val_auc": 0.71},
+               {"epoch": 4, "val_auc": 0.5}]
+    assert loop.ramp_start_epoch(history, 0.7) == 3 and loop.ramp_start_epoch(history, 0.8) is None
+    # The default run from scratch: flips only until the gate, then the strength rises to 1.
+    model_dir, _, lines = trained
+    history = json.load(open(model_dir / "history.json"))
+    start = loop.ramp_start_epoch(history, 0.7)
+    assert start is not None and any("ranges ramp to full" in line for line in lines)
+    strengths = [h["augment_strength"] for h in history]
+    assert strengths[:start] == [0.0] * start and strengths[-1] == 1.0
+    assert strengths == sorted(strengths)
+
+
 def test_precise_statistics_are_what_make_the_evaluation_model_work(trained, without_precise_statistics):
     # The same run (same weights at every step: statistics never feed training) with Keras' moving
     # averages: its evaluation model lags, and the log says what to do.

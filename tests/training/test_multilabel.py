@@ -12,7 +12,6 @@ from conftest import LABEL_OPTIONS, convert, make_labelled
 from cxr_fast.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from cxr_fast.data import recordset
 from cxr_fast.evaluation import multilabel, scoring
-from cxr_fast.errors import InputError
 from cxr_fast.serving import inference, savedmodel
 from cxr_fast.training import loop
 from cxr_fast.training.steps import Steps
@@ -53,10 +52,6 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
         report = (out / "report.md").read_text()
         assert "NO_PNEUMONIA" in report and "report model 1" not in report
     model, threshold = inference.load(str(tmp_path / "model"))
-    if findings:  # the serving signature is binary: a one-line refusal, nothing written
-        with pytest.raises(InputError, match="--export_dir"):
-            savedmodel.export(model, str(tmp_path / "export"))
-        assert not (tmp_path / "export").exists()
     film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
     films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
              for line in open(os.path.join(records, recordset.SPLITS_CSV)).read().splitlines()[1:3]]
@@ -67,6 +62,12 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
             assert list(result["probabilities"]) == list(findings)
         else:
             assert 0 <= result["probability"] <= 1
+    if format == "nih":  # the trained multi-label model served as TF Serving would: predict's answers
+        served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, findings=findings))
+        out = served.signatures["serving_default"](images=tf.constant([open(f, "rb").read() for f in films]))
+        assert [e.decode() for e in out["error"].numpy()] == ["", ""]
+        for row, result in zip(out["probabilities"].numpy(), results):  # up to the resize filter (savedmodel)
+            np.testing.assert_allclose(row, [result["probabilities"][n] for n in findings], atol=0.01)
 
 
 def _multilabel_steps(class_weights):

@@ -97,3 +97,20 @@ def test_augmentation_ramp_is_resolved_from_the_start_and_follows_the_step():
     strengths = [float(steps.augment_strength(tf.constant(s, tf.int64))) for s in (0, 25, 100, 5000)]
     assert strengths == [0.0, 0.25, 1.0, 1.0]
     assert float(Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0]).augment_strength(0)) == 1.0
+
+
+def test_gated_ramp_holds_at_flips_only_until_started():
+    scratch = _config()
+    assert scratch.augment_ramp_start_auc == 0.7  # the default: the ramp waits for a learned sign
+    from cxr_fast.errors import InputError
+    for bad in (-0.1, 1.0):
+        with pytest.raises(InputError, match="--augment_ramp_start_auc"):
+            TrainConfig(**{**scratch.__dict__, "augment_ramp_start_auc": bad}).validate()
+    steps = Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0], ramp_steps=100, ramp_start=None)
+    assert not steps.ramp_started
+    assert [float(steps.augment_strength(s)) for s in (0, 10**6)] == [0.0, 0.0]
+    step = tf.function(lambda s: steps.augment_strength(s))  # traced once: the start is read, not baked in
+    assert float(step(tf.constant(300, tf.int64))) == 0.0
+    steps.start_ramp(200)
+    assert steps.ramp_started
+    assert [float(step(tf.constant(s, tf.int64))) for s in (199, 200, 250, 300, 5000)] == [0.0, 0.0, 0.5, 1.0, 1.0]
