@@ -229,6 +229,7 @@ class ModelConfig:
     bn_momentum: float = 0.0  # 0 keeps Keras' 0.99; short runs from scratch want ~0.9
     head_dropout: tuple = (0.3, 0.2)  # the reference head's two dropout rates
     findings: tuple = ()  # a multi-label set's findings: one sigmoid each; (): the reference's one output
+    classes: tuple = ()  # a binary set's class names, label order (RSNA: NO_PNEUMONIA, PNEUMONIA); (): Kermany's
 
     def validate(self):
         if self.backbone not in BACKBONES:

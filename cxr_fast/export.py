@@ -33,11 +33,11 @@ def main(argv):
     from cxr_fast.serving import savedmodel
 
     model, threshold = inference.load(FLAGS.model)
-    findings = inference.findings_of(FLAGS.model)
+    findings, classes = inference.findings_of(FLAGS.model), inference.classes_of(FLAGS.model)
     path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
-                             FLAGS.max_image_bytes, findings)
+                             FLAGS.max_image_bytes, findings, classes)
     outputs = (f"probabilities and labels per finding ({', '.join(findings)}), findings, error" if findings
-               else "probability, label, class, error")
+               else f"probability, label, class ({' or '.join(classes)}), error")
     print(f"exported {FLAGS.model} (threshold {threshold:.3f}) to {path}; signature serving_default: "
           f"images (encoded bytes) -> {outputs}; JPEG or PNG, at most "
           f"{FLAGS.max_image_pixels} pixels and {FLAGS.max_image_bytes} bytes per image")

@@ -40,7 +40,8 @@ def main(argv):
     if FLAGS.gradcam_dir:
         os.makedirs(FLAGS.gradcam_dir, exist_ok=True)
     results = inference.classify(model, threshold, files, FLAGS.batch_size, FLAGS.max_image_pixels,
-                                 FLAGS.gradcam_dir, findings=inference.findings_of(FLAGS.model))
+                                 FLAGS.gradcam_dir, findings=inference.findings_of(FLAGS.model),
+                                 classes=inference.classes_of(FLAGS.model))
     for result in results:
         print(json.dumps(result), flush=True)
     failed = sum("error" in r for r in results)

@@ -40,6 +40,11 @@ class RecordSet:
         """A multi-label set's finding names (one sigmoid each); () for a binary set such as Kermany."""
         return tuple(self.manifest.get("findings") or ())
 
+    @property
+    def classes(self):
+        """The class names in label order (Kermany: NORMAL, PNEUMONIA; RSNA: NO_PNEUMONIA, PNEUMONIA)."""
+        return tuple(self.manifest["classes"])
+
     def finding_counts(self, split):
         """[(positive, negative)] per finding of a multi-label set's split (ignored labels left out)."""
         counts = self.manifest["counts"][split]["findings"]
@@ -50,7 +55,7 @@ class RecordSet:
 
     def class_counts(self, split):
         """Records per class of a split, in label order (NORMAL, PNEUMONIA; multi-label: none, any finding)."""
-        return [self.manifest["counts"][split][name] for name in self.manifest["classes"]]
+        return [self.manifest["counts"][split][name] for name in self.classes]
 
     def check_split(self, split):
         """A split to score must have shards (a set written with a zero fraction has none)."""

@@ -44,14 +44,25 @@ def load(model_path, flag="--model"):
     return model, saved_threshold(os.path.dirname(os.path.abspath(path)))
 
 
-def findings_of(model_path):
-    """A multi-label model's finding names, from config.json beside model.keras; () for a binary model."""
+def _model_settings(model_path):
+    """The "model" section of config.json beside model.keras (training writes it); {} without one."""
     folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
-        return ()
+        return {}
     with open(path) as f:
-        return tuple(json.load(f)["model"].get("findings") or ())
+        return json.load(f)["model"]
+
+
+def findings_of(model_path):
+    """A multi-label model's finding names, from config.json beside model.keras; () for a binary model."""
+    return tuple(_model_settings(model_path).get("findings") or ())
+
+
+def classes_of(model_path):
+    """A binary model's class names in label order, from config.json beside model.keras; Kermany's
+    NORMAL, PNEUMONIA when it names none (a model trained before it did, or a bare model file)."""
+    return tuple(_model_settings(model_path).get("classes") or dataset_index.CLASS_NAMES)
 
 
 def expand(paths):
@@ -69,11 +80,12 @@ def expand(paths):
 
 
 def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None,
-             findings=()):
+             findings=(), classes=dataset_index.CLASS_NAMES):
     """One result dict per file, in order: file, probability, label, threshold (or file, error).
 
-    A multi-label model (`findings` named) gives `probabilities` ({finding: probability}) and
-    `findings` (those at or above the threshold) instead of probability and label.
+    `label` is one of `classes` (negative, positive).  A multi-label model (`findings` named) gives
+    `probabilities` ({finding: probability}) and `findings` (those at or above the threshold)
+    instead of probability and label.
     """
     size, channels = model.input_shape[1], model.input_shape[3]
     outputs = model.output_shape[-1]
@@ -110,8 +122,7 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
                               findings=[n for n, p in zip(findings, prob) if p >= threshold], threshold=threshold)
                 continue
             prob = prob[0]
-            result.update(probability=float(prob), label="PNEUMONIA" if prob >= threshold else "NORMAL",
-                          threshold=threshold)
+            result.update(probability=float(prob), label=classes[int(prob >= threshold)], threshold=threshold)
             if gradcam_dir:
                 name = os.path.splitext(os.path.basename(result["file"]))[0] + f".{index}.gradcam.png"
                 full = imaging.load_gray(data, 0, max_pixels)

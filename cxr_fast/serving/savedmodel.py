@@ -19,6 +19,7 @@ import tensorflow as tf
 from cxr_fast import atomic
 from cxr_fast.errors import InputError
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from cxr_fast.data.index import CLASS_NAMES
 from cxr_fast.serving import headers
 
 
@@ -48,7 +49,7 @@ class ServingModule(tf.Module):
     finding's probability and label -1, findings "").
     """
 
-    def __init__(self, model, threshold, max_pixels, max_bytes, findings=()):
+    def __init__(self, model, threshold, max_pixels, max_bytes, findings=(), classes=CLASS_NAMES):
         super().__init__()
         self.model = model
         self.threshold = tf.constant(threshold, tf.float32)
@@ -58,6 +59,7 @@ class ServingModule(tf.Module):
         self.max_image_bytes = tf.Variable(max_bytes, dtype=tf.int64, trainable=False)
         self.finding_names = tf.Variable(list(findings) or [""], dtype=tf.string, trainable=False)
         self.multilabel = bool(findings)
+        self.classes = tf.constant(list(classes))  # a binary model's (negative, positive) names
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
@@ -82,7 +84,7 @@ class ServingModule(tf.Module):
         probability = tf.reshape(probability, [-1])
         label = tf.where(ok, tf.cast(probability >= self.threshold, tf.int32), -1)
         return {"probability": tf.where(ok, probability, -1.0), "label": label,
-                "class": tf.where(ok, tf.gather(tf.constant(["NORMAL", "PNEUMONIA"]), tf.maximum(label, 0)), ""),
+                "class": tf.where(ok, tf.gather(self.classes, tf.maximum(label, 0)), ""),
                 "error": error}
 
     def _findings(self, probabilities, ok, error):
@@ -96,15 +98,16 @@ class ServingModule(tf.Module):
 
 
 def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
-           max_bytes=DEFAULT_MAX_BYTES, findings=()):
+           max_bytes=DEFAULT_MAX_BYTES, findings=(), classes=CLASS_NAMES):
     """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all.
 
-    `findings`: a multi-label model's finding names, in the order of its outputs.
+    `findings`: a multi-label model's finding names, in the order of its outputs; `classes`: a
+    binary model's (negative, positive) names, the `class` it answers.
     """
     if model.output_shape[-1] != max(len(findings), 1):
         raise InputError(f"--export_dir: the model has {model.output_shape[-1]} outputs but {len(findings)} finding "
                          "names were given (config.json beside model.keras names them)")
-    module = ServingModule(model, threshold, max_pixels, max_bytes, findings)
+    module = ServingModule(model, threshold, max_pixels, max_bytes, findings, classes)
     with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
     return os.path.abspath(export_dir)

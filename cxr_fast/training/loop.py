@@ -97,6 +97,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     if record_set.findings:  # a multi-label set: one sigmoid per finding, named in the manifest
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, findings=record_set.findings))
         log(f"multi-label set: {len(record_set.findings)} findings ({', '.join(record_set.findings)})")
+    else:  # the class names predict and the serving signature answer with
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, classes=record_set.classes))
     if chief:
         atomic.write_json(os.path.join(out.path, "config.json"), dataclasses.asdict(config))
         if flags_text:
@@ -348,7 +350,7 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
                                                                         "recall", "f1") if summary["test"][k] is not None))
     if out.chief and config.export_dir:
         summary["export"] = savedmodel.export(model, config.export_dir, overwrite=True,
-                                              findings=config.model.findings)
+                                              findings=config.model.findings, classes=config.model.classes)
         log(f"SavedModel for serving in {summary['export']}")
     if out.chief:
         atomic.write_json(os.path.join(config.model_dir, "summary.json"), summary)

@@ -35,6 +35,9 @@ def test_classify_scores_good_files_and_reports_bad_ones(tiny_model_dir, files):
     assert 0 <= results[0]["probability"] <= 1 and results[0]["label"] in ("NORMAL", "PNEUMONIA")
     expected = model.predict_on_batch(imaging.load_gray(open(good[0], "rb").read(), 32)[None, ..., None])
     assert results[0]["probability"] == pytest.approx(float(expected.ravel()[0]), abs=1e-6)
+    # Class names come from the training folder's config.json (the record set's), Kermany's without one.
+    assert inference.classes_of(tiny_model_dir) == ("NORMAL", "PNEUMONIA")
+    assert inference.classes_of(good[0]) == ("NORMAL", "PNEUMONIA") and inference.findings_of(good[0]) == ()
 
 
 def test_oversized_image_is_refused(tiny_model_dir, files):

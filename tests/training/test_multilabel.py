@@ -10,7 +10,7 @@ import tensorflow as tf
 from conftest import LABEL_OPTIONS, convert, make_labelled
 
 from cxr_fast.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
-from cxr_fast.data import recordset
+from cxr_fast.data import imaging, recordset
 from cxr_fast.evaluation import multilabel, scoring
 from cxr_fast.serving import inference, savedmodel
 from cxr_fast.training import loop
@@ -55,13 +55,21 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
     film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
     films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
              for line in open(os.path.join(records, recordset.SPLITS_CSV)).read().splitlines()[1:3]]
-    results = inference.classify(model, threshold, films + [film], findings=inference.findings_of(str(tmp_path / "model")))
+    classes = inference.classes_of(str(tmp_path / "model"))
+    results = inference.classify(model, threshold, films + [film], findings=inference.findings_of(str(tmp_path / "model")),
+                                 classes=classes)
     assert "error" in results[-1]  # the skipped (missing or undecodable) file is an error line, the rest scored
     for result in results[:-1]:
         if findings:
             assert list(result["probabilities"]) == list(findings)
-        else:
+        else:  # RSNA's own names: its negatives are "no pneumonia", not all normal films
+            assert classes == ("NO_PNEUMONIA", "PNEUMONIA") and result["label"] in classes
             assert 0 <= result["probability"] <= 1
+    if format == "rsna":  # served under RSNA's names too (as PNG: the signature takes JPEG or PNG, not DICOM)
+        pngs = [imaging.encode(imaging.load_gray(open(f, "rb").read(), 32), "png") for f in films]
+        served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, classes=classes))
+        out = served.signatures["serving_default"](images=tf.constant(pngs))
+        assert [c.decode() for c in out["class"].numpy()] == [r["label"] for r in results[:-1]]
     if format == "nih":  # the trained multi-label model served as TF Serving would: predict's answers
         served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, findings=findings))
         out = served.signatures["serving_default"](images=tf.constant([open(f, "rb").read() for f in films]))
