@@ -14,7 +14,8 @@ flags.DEFINE_string("model_dir", None, "A training output folder (holds model.ke
 flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Split to score.")
 flags.DEFINE_string("threshold", "0.5", "Decision threshold, or auto: chosen on val (Youden's J, or the "
-                    "highest threshold reaching --target_recall) and saved as model_dir/threshold.json.")
+                    "highest threshold reaching --target_recall; one per finding for a multi-label set) and "
+                    "saved as model_dir/threshold.json.")
 flags.DEFINE_float("target_recall", 0.0, "With --threshold=auto: required recall (sensitivity), e.g. 0.95.")
 flags.DEFINE_string("output_dir", "", "Default: {model_dir}/eval_{split}.")
 flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples (of patients) for 95% intervals; 0 skips them.")

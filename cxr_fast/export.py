@@ -38,7 +38,8 @@ def main(argv):
                              FLAGS.max_image_bytes, findings, classes)
     outputs = (f"probabilities and labels per finding ({', '.join(findings)}), findings, error" if findings
                else f"probability, label, class ({' or '.join(classes)}), error")
-    print(f"exported {FLAGS.model} (threshold {threshold:.3f}) to {path}; signature serving_default: "
+    shown = (", ".join(f"{t:.3f}" for t in threshold) if isinstance(threshold, list) else f"{threshold:.3f}")
+    print(f"exported {FLAGS.model} (threshold {shown}) to {path}; signature serving_default: "
           f"images (encoded bytes) -> {outputs}; JPEG or PNG, at most "
           f"{FLAGS.max_image_pixels} pixels and {FLAGS.max_image_bytes} bytes per image")
 

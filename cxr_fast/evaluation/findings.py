@@ -4,8 +4,9 @@
         predictions.csv (file, patient, then label_* and probability_* per finding; label -1: ignored)
         metrics.json    (cxr_fast.evaluation.multilabel.evaluate + settings)
         roc_grid.png training_curves.png report.md report.html
-Called by `cxr_fast.evaluation.scoring.evaluate` when the manifest lists findings.  One
-threshold (a number) serves every finding; `--threshold=auto` is a binary-set choice.
+Called by `cxr_fast.evaluation.scoring.evaluate` when the manifest lists findings.  The
+threshold is one number for every finding, or with `--threshold=auto` one per finding chosen
+on val (scoring), kept in threshold.json for `predict` and `export`.
 """
 import csv
 import io
@@ -13,18 +14,10 @@ import json
 import os
 
 from cxr_fast import atomic
-from cxr_fast.errors import InputError
 from cxr_fast.evaluation import multilabel, plots, report
 
 ANCHORS = {"nih": (multilabel.CHEXNET_AUC, "CheXNet (Rajpurkar et al. 2017, Table 2), DenseNet-121 at 224 px "
                                            "from ImageNet weights on ChestX-ray14")}
-
-
-def check_threshold(config):
-    if config.threshold == "auto":
-        raise InputError("--threshold=auto chooses one threshold on a binary set; for a multi-label set pass a "
-                         "number (default 0.5): AUC and average precision do not depend on it")
-    return float(config.threshold)
 
 
 def _predictions_csv(path, names, files, patients, labels, probs):
@@ -36,12 +29,15 @@ def _predictions_csv(path, names, files, patients, labels, probs):
     atomic.write_text(path, buffer.getvalue())
 
 
-def evaluate(config, record_set, threshold, scored, output_dir, log):
-    """`scored` = (labels [N, findings], probs, patients, files); returns metrics.json's content."""
+def evaluate(config, record_set, threshold_choice, scored, output_dir, log):
+    """`threshold_choice` = (a number or one per finding, how it was chosen); `scored` = (labels
+    [N, findings], probs, patients, files); returns metrics.json's content."""
     labels, probs, patients, files = scored
+    threshold, choice = threshold_choice
     names = record_set.findings
     anchors, anchor_source = ANCHORS.get(record_set.manifest["settings"].get("format"), (None, None))
     result = multilabel.evaluate(labels, probs, patients, names, threshold, config.bootstrap, anchors=anchors)
+    result["threshold_choice"] = choice
     result["split"] = config.split
     with atomic.staged_dir(output_dir, overwrite=True) as staging:
         _predictions_csv(os.path.join(staging, "predictions.csv"), names, files, patients, labels, probs)
@@ -61,6 +57,13 @@ def evaluate(config, record_set, threshold, scored, output_dir, log):
     return result
 
 
+def _thresholds(result):
+    choice = result["threshold_choice"]
+    if isinstance(result["threshold"], list):
+        return f"thresholds per finding ({choice['method']} on {choice['chosen_on']}; table)"
+    return f"threshold {result['threshold']:.2f}"
+
+
 def _interval(ci):
     return f"{report.fmt(ci['low'])}-{report.fmt(ci['high'])}" if ci else "n/a"
 
@@ -75,16 +78,17 @@ def _blocks(config, record_set, result, figures, anchor_source):
                     f"scored (ignored ones left out)."),
               ("p", f"Macro AUC {report.fmt(result['auc'])} (95% CI {_interval(ci.get('auc'))}), micro AUC "
                     f"{report.fmt(result['micro_auc'])} ({_interval(ci.get('micro_auc'))}), macro average precision "
-                    f"{report.fmt(result['average_precision'])}; at threshold {result['threshold']:.2f}: micro "
+                    f"{report.fmt(result['average_precision'])}; at {_thresholds(result)}: micro "
                     f"precision {report.fmt(result['precision'])}, recall {report.fmt(result['recall'])}. "
                     "Intervals resample patients.")]
-    header = ["finding", "positives / scored", "AUC", "95% CI", "average precision", "95% CI"]
+    header = ["finding", "positives / scored", "AUC", "95% CI", "average precision", "95% CI", "threshold",
+              "precision", "recall"]
     if anchor_source:
         header.append("published AUC")
     rows = []
     for name, f in result["per_finding"].items():
         row = [name, f"{f['positives']} / {f['count']}", f["auc"], _interval(f["auc_ci"]), f["average_precision"],
-               _interval(f["average_precision_ci"])]
+               _interval(f["average_precision_ci"]), f["threshold"], f["precision"], f["recall"]]
         rows.append(row + ([f.get("published_auc")] if anchor_source else []))
     blocks += [("h2", "Per finding"), ("table", header, rows)]
     if anchor_source:

@@ -9,7 +9,7 @@ scored label pooled).  Confidence intervals resample PATIENTS, as the binary rep
 import numpy as np
 from sklearn import metrics as skm
 
-from cxr_fast.evaluation.metrics import EPSILON
+from cxr_fast.evaluation import metrics
 
 # CheXNet (Rajpurkar et al. 2017, arXiv:1711.05225v3, Table 2): DenseNet-121 from ImageNet weights
 # at 224 px on its own patient split of ChestX-ray14; an anchor for per-finding AUCs, not a like-for-like
@@ -27,26 +27,47 @@ def _both(labels):
 def masked_cross_entropy(labels, probs):
     """Mean binary cross-entropy over the labels that are not ignored."""
     keep = labels >= 0
-    p = np.clip(probs[keep], EPSILON, 1 - EPSILON)
+    p = np.clip(probs[keep], metrics.EPSILON, 1 - metrics.EPSILON)
     y = labels[keep]
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if y.size else None
 
 
+def choose_thresholds(labels, probs, target_recall=None):
+    """One threshold per finding, chosen on validation predictions as `metrics.choose_threshold`
+    does for a binary set (ignored labels left out); 0.5 for a finding without both classes."""
+    labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
+    chosen = []
+    for k in range(labels.shape[1]):
+        keep = labels[:, k] >= 0
+        y = labels[keep, k].astype(int)
+        chosen.append(metrics.choose_threshold(y, probs[keep, k], target_recall) if _both(y) else 0.5)
+    return chosen
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if denominator else None
+
+
 def scores(labels, probs, names, threshold=0.5):
-    """Loss, accuracy, macro / micro AUC, macro AP, micro precision / recall, and per-finding AUC / AP."""
+    """Loss, accuracy, macro / micro AUC, macro AP, micro precision / recall, and per finding AUC,
+    AP, and precision / recall at its threshold (`threshold`: one number, or one per finding)."""
     labels = np.asarray(labels, np.float64).reshape(len(labels), len(names))
     probs = np.asarray(probs, np.float64).reshape(labels.shape)
     if labels.size == 0:
         raise ValueError("no predictions to score")
+    thresholds = np.broadcast_to(np.asarray(threshold, np.float64), [len(names)])
     keep = labels >= 0
-    predicted = probs >= threshold
+    predicted = probs >= thresholds
     per_finding = {}
     for k, name in enumerate(names):
         y, p = labels[keep[:, k], k].astype(int), probs[keep[:, k], k]
+        called = predicted[keep[:, k], k]
         both = _both(y)
         per_finding[name] = {"auc": float(skm.roc_auc_score(y, p)) if both else None,
                              "average_precision": float(skm.average_precision_score(y, p)) if both else None,
-                             "count": int(y.size), "positives": int(y.sum())}
+                             "count": int(y.size), "positives": int(y.sum()), "threshold": float(thresholds[k]),
+                             "precision": _ratio(int(np.sum(called & (y == 1))), int(called.sum())),
+                             "recall": _ratio(int(np.sum(called & (y == 1))), int(y.sum()))}
     defined = [v["auc"] for v in per_finding.values() if v["auc"] is not None]
     precisions = [v["average_precision"] for v in per_finding.values() if v["average_precision"] is not None]
     pooled_y, pooled_p = labels[keep].astype(int), probs[keep]
@@ -62,7 +83,7 @@ def scores(labels, probs, names, threshold=0.5):
         "precision": precision,  # micro: every scored label pooled
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision and recall else None,
-        "threshold": float(threshold),
+        "threshold": np.asarray(threshold, np.float64).tolist(),  # a number, or one per finding
         "count": int(len(labels)),
         "labels_scored": int(pooled_y.size),
         "per_finding": per_finding,

@@ -21,7 +21,7 @@ from cxr_fast import atomic
 from cxr_fast.config import DataConfig
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.errors import InputError
-from cxr_fast.evaluation import findings, metrics, plots, report
+from cxr_fast.evaluation import findings, metrics, multilabel, plots, report
 from cxr_fast.serving import inference
 
 def _score(model, record_set, split, data_config, keep_images=False):
@@ -49,15 +49,23 @@ def _open(config, model):
 
 
 def _threshold(config, model, record_set, data_config):
+    """The decision threshold and how it was chosen; with `auto`, chosen on val and saved for
+    `predict` and `export` (a multi-label set: one per finding, in the manifest's order)."""
     if config.threshold != "auto":
         return float(config.threshold), {"method": "fixed"}
     if "val" not in record_set.files:
         raise InputError("--threshold=auto chooses the threshold on the val split, which this record set lacks")
     labels, probs, *_ = _score(model, record_set, "val", data_config)
     target = config.target_recall or None
-    threshold = metrics.choose_threshold(labels, probs, target)
-    choice = {"threshold": threshold, "method": f"target recall {target}" if target else "Youden's J",
-              "chosen_on": "val", "val": metrics.binary_metrics(labels, probs, threshold)}
+    choice = {"method": (f"target recall {target}" if target else "Youden's J")
+              + (" per finding" if record_set.findings else ""), "chosen_on": "val"}
+    if record_set.findings:
+        threshold = multilabel.choose_thresholds(labels, probs, target)
+        choice.update(threshold=threshold, findings=list(record_set.findings),
+                      val=multilabel.scores(labels, probs, record_set.findings, threshold))
+    else:
+        threshold = metrics.choose_threshold(labels, probs, target)
+        choice.update(threshold=threshold, val=metrics.binary_metrics(labels, probs, threshold))
     atomic.write_json(os.path.join(config.model_dir, inference.THRESHOLD_FILE), choice)
     return threshold, choice
 
@@ -77,11 +85,11 @@ def evaluate(config, log=print):
     model, _ = inference.load(config.model_dir, flag="--model_dir")
     record_set, data_config = _open(config, model)
     output_dir = config.output_dir or os.path.join(config.model_dir, f"eval_{config.split}")
-    if record_set.findings:
-        threshold = findings.check_threshold(config)
-        labels, probs, patients, files, _ = _score(model, record_set, config.split, data_config)
-        return findings.evaluate(config, record_set, threshold, (labels, probs, patients, files), output_dir, log)
     threshold, choice = _threshold(config, model, record_set, data_config)
+    if record_set.findings:
+        labels, probs, patients, files, _ = _score(model, record_set, config.split, data_config)
+        return findings.evaluate(config, record_set, (threshold, choice), (labels, probs, patients, files),
+                                 output_dir, log)
     labels, probs, patients, files, images = _score(model, record_set, config.split, data_config,
                                                     keep_images=bool(config.samples))
     result = metrics.evaluate(labels, probs, patients, threshold, config.bootstrap)

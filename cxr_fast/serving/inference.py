@@ -20,12 +20,14 @@ THRESHOLD_FILE = "threshold.json"  # in model_dir, written by `evaluate --thresh
 
 
 def saved_threshold(model_dir, default=0.5):
-    """The threshold `evaluate --threshold=auto` saved in model_dir, else `default`."""
+    """The threshold `evaluate --threshold=auto` saved in model_dir (a multi-label model's: a list,
+    one per finding), else `default`."""
     path = os.path.join(model_dir, THRESHOLD_FILE)
     if not os.path.isfile(path):
         return default
     with open(path) as f:
-        return float(json.load(f)["threshold"])
+        saved = json.load(f)["threshold"]
+    return [float(t) for t in saved] if isinstance(saved, list) else float(saved)
 
 
 def load(model_path, flag="--model"):
@@ -65,6 +67,17 @@ def classes_of(model_path):
     return tuple(_model_settings(model_path).get("classes") or dataset_index.CLASS_NAMES)
 
 
+def check_threshold(threshold, findings=()):
+    """The threshold per output: a number serves every output; a list (`evaluate --threshold=auto`
+    on a multi-label set) needs one per finding."""
+    if isinstance(threshold, (list, tuple)):
+        if len(threshold) != max(len(findings), 1):
+            raise InputError(f"{THRESHOLD_FILE} holds {len(threshold)} thresholds for a model of "
+                             f"{max(len(findings), 1)} outputs; run evaluate --threshold=auto again")
+        return [float(t) for t in threshold]
+    return [float(threshold)] * max(len(findings), 1)
+
+
 def expand(paths):
     """Files as given, folders replaced by the image files below them (sorted)."""
     files = []
@@ -92,6 +105,7 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
     if outputs != max(len(findings), 1):
         raise InputError(f"the model has {outputs} outputs but {len(findings)} finding names were found beside it "
                          "(config.json); keep model.keras in its training folder")
+    limits = check_threshold(threshold, findings)
     if findings and gradcam_dir:
         raise InputError("--gradcam_dir: Grad-CAM is drawn for binary models only (one output)")
     results, ready = [], []
@@ -119,7 +133,7 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
             result = results[index]
             if findings:
                 result.update(probabilities={n: float(p) for n, p in zip(findings, prob)},
-                              findings=[n for n, p in zip(findings, prob) if p >= threshold], threshold=threshold)
+                              findings=[n for n, p, t in zip(findings, prob, limits) if p >= t], threshold=threshold)
                 continue
             prob = prob[0]
             result.update(probability=float(prob), label=classes[int(prob >= threshold)], threshold=threshold)

@@ -20,7 +20,7 @@ from cxr_fast import atomic
 from cxr_fast.errors import InputError
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from cxr_fast.data.index import CLASS_NAMES
-from cxr_fast.serving import headers
+from cxr_fast.serving import headers, inference
 
 
 def decode_for_model(encoded, size):
@@ -52,7 +52,7 @@ class ServingModule(tf.Module):
     def __init__(self, model, threshold, max_pixels, max_bytes, findings=(), classes=CLASS_NAMES):
         super().__init__()
         self.model = model
-        self.threshold = tf.constant(threshold, tf.float32)
+        self.threshold = tf.constant(threshold, tf.float32)  # a number, or one per finding
         self.size, self.channels = model.input_shape[1], model.input_shape[3]
         # Saved with the model, so an operator can read the limits and finding order back.
         self.max_image_pixels = tf.Variable(max_pixels, dtype=tf.int64, trainable=False)
@@ -107,6 +107,7 @@ def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT
     if model.output_shape[-1] != max(len(findings), 1):
         raise InputError(f"--export_dir: the model has {model.output_shape[-1]} outputs but {len(findings)} finding "
                          "names were given (config.json beside model.keras names them)")
+    inference.check_threshold(threshold, findings)
     module = ServingModule(model, threshold, max_pixels, max_bytes, findings, classes)
     with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})

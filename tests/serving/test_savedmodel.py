@@ -123,7 +123,7 @@ def test_export_cli_sets_limits_and_refuses_existing_dir(model_file, tmp_path):
     result = run("cxr_fast.export", f"--model={model_file}", f"--export_dir={tmp_path / 'out'}",
                  "--max_image_pixels=5000000", "--max_image_bytes=1000000")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "images (encoded bytes) -> probability, label, class, error" in result.stdout
+    assert "images (encoded bytes) -> probability, label, class (NORMAL or PNEUMONIA), error" in result.stdout
     assert "at most 5000000 pixels and 1000000 bytes per image" in result.stdout
     assert (tmp_path / "out" / "saved_model.pb").is_file()  # the stored limits: test_limits_are_set_at_export...
     (tmp_path / "keep").mkdir()

@@ -36,8 +36,8 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
     history = json.load(open(tmp_path / "model" / "history.json"))
     assert all(np.isfinite(h["loss"]) and np.isfinite(h["val_loss"]) for h in history)
     assert json.load(open(tmp_path / "model" / "config.json"))["model"]["findings"] == list(findings)
-    result = scoring.evaluate(EvalConfig(model_dir=str(tmp_path / "model"), data_dir=records, bootstrap=20),
-                              log=lambda *_: None)
+    result = scoring.evaluate(EvalConfig(model_dir=str(tmp_path / "model"), data_dir=records, bootstrap=20,
+                                         threshold="auto"), log=lambda *_: None)
     out = tmp_path / "model" / "eval_test"
     assert {"metrics.json", "predictions.csv", "report.md", "report.html"} <= set(os.listdir(out))
     if findings:
@@ -51,7 +51,9 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
         assert result["count"] == manifest["counts"]["test"]["total"] and (out / "roc.png").is_file()
         report = (out / "report.md").read_text()
         assert "NO_PNEUMONIA" in report and "report model 1" not in report
-    model, threshold = inference.load(str(tmp_path / "model"))
+    model, threshold = inference.load(str(tmp_path / "model"))  # chosen on val: one per finding, or one
+    assert threshold == (result["threshold"] if findings else result["threshold_choice"]["threshold"])
+    assert isinstance(threshold, list) == bool(findings) and len(np.atleast_1d(threshold)) == max(len(findings), 1)
     film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
     films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
              for line in open(os.path.join(records, recordset.SPLITS_CSV)).read().splitlines()[1:3]]
@@ -74,8 +76,10 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
         served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, findings=findings))
         out = served.signatures["serving_default"](images=tf.constant([open(f, "rb").read() for f in films]))
         assert [e.decode() for e in out["error"].numpy()] == ["", ""]
-        for row, result in zip(out["probabilities"].numpy(), results):  # up to the resize filter (savedmodel)
-            np.testing.assert_allclose(row, [result["probabilities"][n] for n in findings], atol=0.01)
+        for row, labels_row, result in zip(out["probabilities"].numpy(), out["labels"].numpy(), results):
+            np.testing.assert_allclose(row, [result["probabilities"][n] for n in findings], atol=0.01)  # resize filter
+            np.testing.assert_array_equal(labels_row, (row >= np.array(threshold)).astype(int))  # each its own
+            assert result["findings"] == [n for n, t in zip(findings, threshold) if result["probabilities"][n] >= t]
 
 
 def _multilabel_steps(class_weights):
@@ -122,6 +126,21 @@ def test_multilabel_scores_leave_ignored_labels_out_and_bootstrap_patients():
     assert result["auc"] == 1.0 and result["labels_scored"] == 7
     full = multilabel.evaluate(labels, probs, ["p1", "p1", "p2", "p3"], ("a", "b"), bootstrap_samples=50)
     assert full["patients"] == 3 and full["per_finding"]["a"]["auc_ci"]["samples"] > 0
+
+
+def test_thresholds_per_finding_are_chosen_on_val_without_ignored_labels():
+    labels = np.array([[1, 0], [0, -1], [1, 1], [0, 0], [1, 1]])
+    probs = np.array([[0.6, 0.2], [0.1, 0.99], [0.7, 0.4], [0.3, 0.1], [0.65, 0.35]])
+    chosen = multilabel.choose_thresholds(labels, probs)
+    assert chosen == [0.6, 0.35]  # each finding's own Youden point; the ignored 0.99 plays no part
+    assert multilabel.choose_thresholds(np.array([[1], [1]]), np.array([[0.2], [0.9]])) == [0.5]  # one class: 0.5
+    result = multilabel.scores(labels, probs, ("a", "b"), chosen)
+    assert result["threshold"] == [0.6, 0.35]
+    a, b = result["per_finding"]["a"], result["per_finding"]["b"]
+    assert (a["threshold"], a["precision"], a["recall"]) == (0.6, 1.0, 1.0)
+    assert (b["threshold"], b["precision"], b["recall"]) == (0.35, 1.0, 1.0)
+    at_half = multilabel.scores(labels, probs, ("a", "b"))["per_finding"]["b"]  # one number for all: 0.5
+    assert at_half["threshold"] == 0.5 and at_half["recall"] == 0.0 and at_half["precision"] is None
 
 
 def test_multilabel_head_learns_the_finding_that_shows(tmp_path):
