@@ -119,13 +119,16 @@ def test_limits_are_set_at_export_and_read_back(model_file, tmp_path):
     assert errors[2].startswith("too large: 60000 bytes, over the limit of 50000")
 
 
-def test_export_cli_sets_limits_and_refuses_existing_dir(model_file, tmp_path):
-    result = run("cxr_fast.export", f"--model={model_file}", f"--export_dir={tmp_path / 'out'}",
+def test_export_cli_sets_limits_and_refuses_existing_dir(model_file, multilabel_dir, tmp_path):
+    # A multi-label training folder: names from config.json, thresholds from threshold.json.
+    result = run("cxr_fast.export", f"--model={multilabel_dir[0]}", f"--export_dir={tmp_path / 'out'}",
                  "--max_image_pixels=5000000", "--max_image_bytes=1000000")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "images (encoded bytes) -> probability, label, class (NORMAL or PNEUMONIA), error" in result.stdout
+    assert "images (encoded bytes) -> probabilities and labels per finding (Atelectasis, Effusion, Pneumothorax)" \
+        in result.stdout
     assert "at most 5000000 pixels and 1000000 bytes per image" in result.stdout
-    assert (tmp_path / "out" / "saved_model.pb").is_file()  # the stored limits: test_limits_are_set_at_export...
+    loaded = tf.saved_model.load(str(tmp_path / "out"))  # the stored limits: test_limits_are_set_at_export...
+    assert [n.decode() for n in loaded.finding_names.numpy()] == list(FINDINGS)
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "keep.txt").write_text("x")
     result = run("cxr_fast.export", f"--model={model_file}", f"--export_dir={tmp_path / 'keep'}")
@@ -135,38 +138,48 @@ def test_export_cli_sets_limits_and_refuses_existing_dir(model_file, tmp_path):
     assert result.returncode == 2 and "--max_image_pixels" in result.stderr
 
 
-def test_multilabel_export_answers_per_finding_and_refuses_per_image(tmp_path):
+FINDINGS = ("Atelectasis", "Effusion", "Pneumothorax")
+
+
+@pytest.fixture(scope="module")
+def multilabel_dir(tmp_path_factory):
+    """An untrained 3-finding tiny CNN in a folder as training and `evaluate --threshold=auto` leave
+    it: model.keras, config.json naming the findings, threshold.json with one threshold each."""
     from cxr_fast.config import ModelConfig
     from cxr_fast.training import model as model_lib
 
-    findings = ("Atelectasis", "Effusion", "Pneumothorax")
-    model, _ = model_lib.build_model(ModelConfig(backbone="tiny", image_size=32, weights="none", findings=findings))
+    model, _ = model_lib.build_model(ModelConfig(backbone="tiny", image_size=32, weights="none", findings=FINDINGS))
+    folder = tmp_path_factory.mktemp("multilabel")
+    model.save(str(folder / inference.FINAL_MODEL))
+    (folder / "config.json").write_text(json.dumps({"model": {"findings": list(FINDINGS)}}))
     films = [imaging.encode(np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8), "png")
              for i in range(3)]
     expected = model.predict(np.stack([np.asarray(Image.open(io.BytesIO(f)))[..., None] for f in films]), verbose=0)
-    threshold = float(np.median(expected))  # some findings above it, some below
+    thresholds = np.median(expected, axis=0).tolist()  # each finding's own: some films above it, some below
+    (folder / inference.THRESHOLD_FILE).write_text(json.dumps({"threshold": thresholds}))
+    return folder, films, expected
+
+
+def test_multilabel_export_answers_per_finding_and_refuses_per_image(multilabel_dir, model_file, tmp_path):
+    folder, films, expected = multilabel_dir
+    model, threshold = inference.load(str(folder))
+    assert threshold == np.median(expected, axis=0).tolist()
     with pytest.raises(InputError, match="2 finding names"):
-        savedmodel.export(model, str(tmp_path / "wrong"), findings=findings[:2])
-    loaded = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "ml"), threshold, findings=findings))
-    assert [n.decode() for n in loaded.finding_names.numpy()] == list(findings)
+        savedmodel.export(model, str(tmp_path / "wrong"), findings=FINDINGS[:2])
+    with pytest.raises(InputError, match="3 thresholds for a model of 1 outputs"):
+        savedmodel.export(inference.load(model_file)[0], str(tmp_path / "wrong"), threshold)  # a binary model
+    loaded = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "ml"), threshold, findings=FINDINGS))
+    assert [n.decode() for n in loaded.finding_names.numpy()] == list(FINDINGS)
     out = loaded.signatures["serving_default"](images=tf.constant(films[:2] + [b"not an image"] + films[2:]))
     assert set(out) == {"probabilities", "labels", "findings", "error"}
     probabilities, labels = out["probabilities"].numpy(), out["labels"].numpy()
     answered = [0, 1, 3]
     np.testing.assert_allclose(probabilities[answered], expected, atol=1e-5)
-    np.testing.assert_array_equal(labels[answered], (expected >= threshold).astype(np.int32))
-    joined = ["|".join(n for n, p in zip(findings, row) if p >= threshold) for row in expected]
+    np.testing.assert_array_equal(labels[answered], (expected >= np.array(threshold)).astype(np.int32))
+    joined = ["|".join(n for n, p, t in zip(FINDINGS, row, threshold) if p >= t) for row in expected]
     assert [out["findings"].numpy()[i].decode() for i in answered] == joined
     assert out["error"].numpy()[2].decode().startswith("not an image")
     assert (probabilities[2] == -1).all() and (labels[2] == -1).all() and out["findings"].numpy()[2] == b""
-    # The command line reads the names from config.json beside model.keras, as training leaves them.
-    (tmp_path / "run").mkdir()
-    model.save(str(tmp_path / "run" / inference.FINAL_MODEL))
-    (tmp_path / "run" / "config.json").write_text(json.dumps({"model": {"findings": list(findings)}}))
-    result = run("cxr_fast.export", f"--model={tmp_path / 'run'}", f"--export_dir={tmp_path / 'cli'}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "probabilities and labels per finding (Atelectasis, Effusion, Pneumothorax)" in result.stdout
-    assert [n.decode() for n in tf.saved_model.load(str(tmp_path / "cli")).finding_names.numpy()] == list(findings)
 
 
 def test_decode_for_model_matches_pillow_on_same_size_jpeg():
