@@ -17,7 +17,8 @@ from cxr_fast import errors
 from cxr_fast.data import imaging
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
-flags.DEFINE_string("gradcam_dir", None, "Write a Grad-CAM overlay PNG per image here.")
+flags.DEFINE_string("gradcam_dir", None, "Write a Grad-CAM overlay PNG per image here (a multi-label model: one "
+                    "per finding found, the map of that finding).")
 flags.DEFINE_integer("batch_size", 32, "Images per prediction batch.")
 flags.DEFINE_integer("max_image_pixels", imaging.DEFAULT_MAX_PIXELS, "Larger images are refused.")
 flags.mark_flags_as_required(["model"])

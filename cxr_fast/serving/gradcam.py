@@ -2,8 +2,8 @@
 
 The classifier is input -> gray-to-RGB -> EfficientNet (ending in `top_activation`, its last
 conv block) -> head.  The map is the ReLU of the block's channels weighted by the spatially
-averaged gradient of the PNEUMONIA probability, normalized to [0, 1] per image and resized to
-the image.
+averaged gradient of one output's probability (PNEUMONIA; a multi-label model: the finding
+asked for), normalized to [0, 1] per image and resized to the image.
 """
 import io
 
@@ -22,8 +22,8 @@ def _split(model):
     return model.layers[index], model.layers[index + 1:]
 
 
-def heatmaps(model, images):
-    """Images [B, H, W, C] 0-255 -> Grad-CAM maps [B, H, W] in [0, 1]."""
+def heatmaps(model, images, output_index=0):
+    """Images [B, H, W, C] 0-255 -> Grad-CAM maps [B, H, W] in [0, 1] of output `output_index`."""
     backbone, head = _split(model)
     images = tf.cast(images, tf.float32)
     rgb = tf.concat([images] * 3, axis=-1) if images.shape[-1] == 1 else images
@@ -33,7 +33,7 @@ def heatmaps(model, images):
         output = features
         for layer in head:
             output = layer(output, training=False)
-        score = tf.reduce_sum(output[:, 0])
+        score = tf.reduce_sum(output[:, output_index])
     grads = tape.gradient(score, features)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]

@@ -98,7 +98,8 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
 
     `label` is one of `classes` (negative, positive).  A multi-label model (`findings` named) gives
     `probabilities` ({finding: probability}) and `findings` (those at or above the threshold)
-    instead of probability and label.
+    instead of probability and label.  With `gradcam_dir`, `gradcam` is the overlay's path (a
+    multi-label model: {finding: path} for each finding found, the map of that finding).
     """
     size, channels = model.input_shape[1], model.input_shape[3]
     outputs = model.output_shape[-1]
@@ -106,8 +107,6 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
         raise InputError(f"the model has {outputs} outputs but {len(findings)} finding names were found beside it "
                          "(config.json); keep model.keras in its training folder")
     limits = check_threshold(threshold, findings)
-    if findings and gradcam_dir:
-        raise InputError("--gradcam_dir: Grad-CAM is drawn for binary models only (one output)")
     results, ready = [], []
     for path in paths:
         try:
@@ -128,19 +127,25 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
         if channels == 3:
             batch = np.repeat(batch, 3, axis=-1)
         probs = model.predict_on_batch(batch).reshape(len(chunk), -1)
-        maps = gradcam.heatmaps(model, batch) if gradcam_dir else None
+        found = probs >= np.array(limits)  # [B, outputs]
+        # Grad-CAM per output asked for: the binary one always, a finding where some image has it
+        wanted = [k for k in range(probs.shape[1]) if not findings or found[:, k].any()] if gradcam_dir else []
+        maps = {k: gradcam.heatmaps(model, batch, k) for k in wanted}
         for k, ((index, _, data), prob) in enumerate(zip(chunk, probs)):
             result = results[index]
             if findings:
                 result.update(probabilities={n: float(p) for n, p in zip(findings, prob)},
-                              findings=[n for n, p, t in zip(findings, prob, limits) if p >= t], threshold=threshold)
-                continue
-            prob = prob[0]
-            result.update(probability=float(prob), label=classes[int(prob >= threshold)], threshold=threshold)
+                              findings=[n for n, hit in zip(findings, found[k]) if hit], threshold=threshold)
+            else:
+                result.update(probability=float(prob[0]), label=classes[int(found[k, 0])], threshold=threshold)
             if gradcam_dir:
-                name = os.path.splitext(os.path.basename(result["file"]))[0] + f".{index}.gradcam.png"
                 full = imaging.load_gray(data, 0, max_pixels)
-                result["gradcam"] = gradcam.overlay(full, maps[k], os.path.join(gradcam_dir, name))
+                stem = os.path.join(gradcam_dir, os.path.splitext(os.path.basename(result["file"]))[0] + f".{index}")
+                if findings:
+                    result["gradcam"] = {n: gradcam.overlay(full, maps[j][k], f"{stem}.{n}.gradcam.png")
+                                         for j, n in enumerate(findings) if found[k, j]}
+                else:
+                    result["gradcam"] = gradcam.overlay(full, maps[0][k], f"{stem}.gradcam.png")
     return results
 
 

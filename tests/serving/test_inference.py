@@ -58,6 +58,27 @@ def test_gradcam_has_the_image_size_and_is_not_constant(files):
     assert all(m.std() > 0 for m in maps)
 
 
+def test_gradcam_per_finding_of_a_multilabel_model(files, tmp_path):
+    # Each finding found gets its own map (the gradient of that finding's probability).
+    from cxr_fast.training import model as model_lib
+    from cxr_fast.config import ModelConfig
+
+    findings = ("Effusion", "Mass", "Nodule")
+    model, _ = model_lib.build_model(ModelConfig(backbone="B0", image_size=96, weights="none", findings=findings))
+    batch = np.stack([imaging.load_gray(open(f, "rb").read(), 96) for f in files[0]])[..., None]
+    maps = [gradcam.heatmaps(model, batch, k) for k in range(3)]
+    assert all(m.shape == (3, 96, 96) for m in maps) and not np.allclose(maps[0], maps[1], atol=1e-3)
+    probs = model.predict_on_batch(batch)
+    thresholds = [float(probs[:, 0].min()), 2.0, float(probs[:, 2].max())]  # all, none, the top image only
+    results = inference.classify(model, thresholds, files[0], gradcam_dir=str(tmp_path), findings=findings)
+    top = int(np.argmax(probs[:, 2]))
+    for i, result in enumerate(results):
+        expected = ["Effusion"] + (["Nodule"] if i == top else [])
+        assert result["findings"] == expected and sorted(result["gradcam"]) == sorted(expected)
+        for name, path in result["gradcam"].items():
+            assert path.endswith(f".{name}.gradcam.png") and Image.open(path).size == Image.open(files[0][i]).size
+
+
 def test_cli_jsonl_overlays_and_exit_code(tiny_model_dir, files, tmp_path):
     good, corrupt, text = files
     result = run("cxr_fast.predict", f"--model={tiny_model_dir}", f"--gradcam_dir={tmp_path / 'cams'}", good[0],
