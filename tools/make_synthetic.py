@@ -38,7 +38,8 @@ def main(argv):
     config = config_lib.SyntheticConfig(
         output_dir=FLAGS.output_dir, num_patients=FLAGS.num_patients, seed=FLAGS.seed,
         difficulty=FLAGS.difficulty, min_size=min_size, max_size=max_size, kaggle_quirks=FLAGS.kaggle_quirks,
-        position_shift=FLAGS.position_shift, position_rotation=FLAGS.position_rotation, format=FLAGS.format, num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
+        position_shift=FLAGS.position_shift, position_rotation=FLAGS.position_rotation, format=FLAGS.format,
+        num_workers=FLAGS.num_workers, overwrite=FLAGS.overwrite,
     ).validate()
     if config.format:
         synthetic_labelled.generate(config)

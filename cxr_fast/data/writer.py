@@ -40,7 +40,7 @@ def convert(config, log=logging.info):
     labels = _find_images(config, log)
     workers = config.num_workers or os.cpu_count() or 1
     with workers_lib.pool(workers) as pool:
-        images, skipped, duplicates = _fingerprint(labels.images, labels.skipped, labels, config, pool, log)
+        images, skipped, duplicates = _fingerprint(labels, config, pool, log)
         assignment = _draw_split(images, config)
         order = _record_order(images, assignment, config.seed)
         with atomic.staged_dir(config.output_dir, config.overwrite) as staging:
@@ -107,8 +107,9 @@ class _Progress:
         return self.done / max(time.time() - self.start, 1e-9)
 
 
-def _fingerprint(images, skipped, labels, config, pool, log):
+def _fingerprint(labels, config, pool, log):
     """Pass 1: hashes and header checks; returns (unique readable images, skipped, duplicates)."""
+    images, skipped = labels.images, labels.skipped
     paths = [os.path.join(config.data_dir, im.path) for im in images]
     progress = _Progress("checking", len(paths), log)
     sha1s, readable = {}, []

@@ -67,15 +67,20 @@ def classes_of(model_path):
     return tuple(_model_settings(model_path).get("classes") or dataset_index.CLASS_NAMES)
 
 
-def check_threshold(threshold, findings=()):
-    """The threshold per output: a number serves every output; a list (`evaluate --threshold=auto`
-    on a multi-label set) needs one per finding."""
+def output_thresholds(model, threshold, findings=()):
+    """The threshold of each of the model's outputs, after checking the model has one output per
+    finding named (one for a binary model).  A number serves every output; a list (`evaluate
+    --threshold=auto` on a multi-label set) needs one per finding."""
+    outputs = model.output_shape[-1]
+    if outputs != max(len(findings), 1):
+        raise InputError(f"the model has {outputs} outputs but {len(findings)} finding names were found beside it "
+                         "(config.json); keep model.keras in its training folder")
     if isinstance(threshold, (list, tuple)):
-        if len(threshold) != max(len(findings), 1):
+        if len(threshold) != outputs:
             raise InputError(f"{THRESHOLD_FILE} holds {len(threshold)} thresholds for a model of "
-                             f"{max(len(findings), 1)} outputs; run evaluate --threshold=auto again")
+                             f"{outputs} outputs; run evaluate --threshold=auto again")
         return [float(t) for t in threshold]
-    return [float(threshold)] * max(len(findings), 1)
+    return [float(threshold)] * outputs
 
 
 def expand(paths):
@@ -102,11 +107,7 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
     multi-label model: {finding: path} for each finding found, the map of that finding).
     """
     size, channels = model.input_shape[1], model.input_shape[3]
-    outputs = model.output_shape[-1]
-    if outputs != max(len(findings), 1):
-        raise InputError(f"the model has {outputs} outputs but {len(findings)} finding names were found beside it "
-                         "(config.json); keep model.keras in its training folder")
-    limits = check_threshold(threshold, findings)
+    limits = output_thresholds(model, threshold, findings)
     results, ready = [], []
     for path in paths:
         try:

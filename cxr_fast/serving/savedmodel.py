@@ -17,7 +17,6 @@ import os
 import tensorflow as tf
 
 from cxr_fast import atomic
-from cxr_fast.errors import InputError
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from cxr_fast.data.index import CLASS_NAMES
 from cxr_fast.serving import headers, inference
@@ -104,10 +103,7 @@ def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT
     `findings`: a multi-label model's finding names, in the order of its outputs; `classes`: a
     binary model's (negative, positive) names, the `class` it answers.
     """
-    if model.output_shape[-1] != max(len(findings), 1):
-        raise InputError(f"--export_dir: the model has {model.output_shape[-1]} outputs but {len(findings)} finding "
-                         "names were given (config.json beside model.keras names them)")
-    inference.check_threshold(threshold, findings)
+    inference.output_thresholds(model, threshold, findings)
     module = ServingModule(model, threshold, max_pixels, max_bytes, findings, classes)
     with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})

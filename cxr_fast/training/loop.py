@@ -134,8 +134,9 @@ def train_and_evaluate(config, log=print, flags_text=None):
     if workers > 1:
         _check_same_start(steps, position, config.model_dir)
     history = saved["history"] if saved else []
-    if gate and ramp_start_epoch(history, gate) is not None:
-        steps.start_ramp(ramp_start_epoch(history, gate) * steps_per_epoch)
+    started = ramp_start_epoch(history, gate) if gate else None
+    if started is not None:  # a resumed run whose ramp had started
+        steps.start_ramp(started * steps_per_epoch)
     if saved and saved.get("finished"):
         log(f"{config.model_dir} already holds a finished run; nothing to train")
         out.cleanup()
