@@ -10,6 +10,8 @@ functions with MirroredStrategy over 2 logical CPUs, printed as one JSON line.
 - predict: `Steps.predict` over 2 replicas vs the one-device model on an odd-sized batch.
 - precise: precise BatchNorm statistics pooled over both replicas vs computed directly; both
   replicas' copies equal; every layer's momentum restored.
+- ramp: a gated augmentation ramp's strength on both replicas, read by one traced function
+  before and after `start_ramp` (the mirrored start set from the loop's cross-replica context).
 """
 import dataclasses
 import json
@@ -121,10 +123,23 @@ def precise():
             "momenta": sorted({layer.momentum for layer in steps.backbone.layers if hasattr(layer, "momentum")})}
 
 
+def ramp():
+    steps = Steps(config("reference"), STRATEGY, [1.0, 1.0], build_model=tiny_model, ramp_steps=10, ramp_start=None)
+
+    @tf.function
+    def strength(step):
+        return STRATEGY.run(lambda: steps.augment_strength(step))
+
+    before = [float(v) for v in per_replica(strength(tf.constant(8, tf.int64)))]
+    steps.start_ramp(5)
+    after = [float(v) for v in per_replica(strength(tf.constant(10, tf.int64)))]
+    return {"before": before, "after": after, "traces": strength.experimental_get_tracing_count()}
+
+
 def config_tiny():
     return dataclasses.replace(config(), model=ModelConfig(backbone="tiny", image_size=32, weights="none"))
 
 
 if __name__ == "__main__":
     print(json.dumps({"replicas": STRATEGY.num_replicas_in_sync, "overflow": overflow(),
-                      "randomness": randomness(), "predict": predict(), "precise": precise()}))
+                      "randomness": randomness(), "predict": predict(), "precise": precise(), "ramp": ramp()}))

@@ -56,6 +56,11 @@ def test_replicas_draw_their_own_dropout_and_augmentation_reproducibly(two_repli
     assert randomness["dropout_repeats"] and randomness["augment_repeats"]  # a function of (seed, step, replica)
 
 
+def test_gated_ramp_starts_on_both_replicas_without_a_retrace(two_replicas):
+    ramp = two_replicas["ramp"]
+    assert ramp["before"] == [0.0, 0.0] and ramp["after"] == [0.5, 0.5] and ramp["traces"] == 1
+
+
 def test_evaluation_across_replicas_matches_one_device(two_replicas):
     predict = two_replicas["predict"]
     assert predict["count"] == 7 and predict["max_difference"] < 1e-6
