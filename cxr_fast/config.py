@@ -278,7 +278,7 @@ class TrainConfig:
     early_stopping_patience: int = 10
     seed: int = 42
     resume: bool = True  # continue from model_dir's checkpoint when there is one
-    collective_timeout_secs: float = 300.0  # multi_worker: a lost worker fails the others after this
+    collective_timeout_secs: float = 0.0  # multi_worker: > 0 fails a collective stuck this long; 0: off
     export_dir: str = ""
 
     def validate(self):
@@ -296,9 +296,10 @@ class TrainConfig:
                 raise InputError(f"--{name}={getattr(self, name)} is not one of {', '.join(allowed)}")
         if self.epochs < 1 or self.learning_rate <= 0:
             raise InputError("--epochs must be at least 1 and --learning_rate above 0")
-        if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs, self.precise_bn_batches) < 0:
-            raise InputError("--steps_per_epoch, --steps_per_loop, --checkpoint_every_secs and --precise_bn_batches "
-                             "must not be negative")
+        if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs, self.precise_bn_batches,
+               self.collective_timeout_secs) < 0:
+            raise InputError("--steps_per_epoch, --steps_per_loop, --checkpoint_every_secs, --precise_bn_batches and "
+                             "--collective_timeout_secs must not be negative")
         if self.augment_ramp_epochs != -1.0 and not 0 <= self.augment_ramp_epochs <= self.epochs:
             raise InputError(f"--augment_ramp_epochs={self.augment_ramp_epochs} must be -1 (auto) or in "
                              f"[0, --epochs={self.epochs}]")

@@ -28,6 +28,9 @@ def run_main(main):
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
         try:
+            from cxr_fast import topology  # CXR_FAST_CPU_DEVICES, before TensorFlow builds its devices
+
+            topology.apply()
             return main(argv)
         except (InputError, ClusterError) as err:
             prog = os.path.basename(sys.argv[0]) or "cxr_fast"

@@ -76,7 +76,9 @@ flags.DEFINE_integer("steps_per_epoch", 0, "0: one pass over the training split.
 flags.DEFINE_integer("steps_per_loop", 0, "Steps per tf.function call; 0: 1 on CPU, up to 50 on GPUs.")
 flags.DEFINE_float("checkpoint_every_secs", 600.0, "Mid-epoch checkpoint interval; 0: after every loop.")
 flags.DEFINE_bool("resume", True, "Continue the run in --model_dir if it holds one.")
-flags.DEFINE_float("collective_timeout_secs", 300.0, "multi_worker: fail instead of hanging on a lost worker.")
+flags.DEFINE_float("collective_timeout_secs", 0.0, "multi_worker: fail a collective that waits this long on a "
+                   "worker that is alive but stuck; 0: off (TensorFlow starts a thread per collective when on; a "
+                   "dead worker is noticed through heartbeats either way).")
 flags.DEFINE_string("export_dir", "", "Also export a SavedModel for TF Serving here (encoded images in).")
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 FLAGS = flags.FLAGS

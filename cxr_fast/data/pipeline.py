@@ -159,12 +159,13 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
     """Shuffled training batches of (uint8 images, float32 labels), per replica; endless by default.
 
     Epoch e's order is a pure function of (seed, e, input pipeline): each epoch draws its order
-    from its own stateless seed, so a run resumed at `start` = (epoch, step) rebuilds the stream
-    from that epoch and skips the `step` batches already consumed, and reads what the
-    uninterrupted run would have read.  Each epoch is exactly `steps_per_epoch` batches (0: the
-    trainer's default, the training records // the global batch, at least 1) and holds no record
-    twice unless the input pipeline's files hold fewer records than that (then it starts a new
-    pass in a new order).
+    from its own stateless seed, so a run resumed at `start` = (epoch, global step in the epoch)
+    rebuilds the stream from that epoch and skips the batches already consumed, and reads what
+    the uninterrupted run would have read.  Each epoch is exactly `steps_per_epoch` global steps
+    (0: the trainer's default, the training records // the global batch, at least 1): a pipeline
+    feeding R replicas yields R per-replica batches per step, so whatever the replica count an
+    epoch is one pass over the pipeline's files and holds no record twice, unless those files
+    hold fewer records than the epoch needs (then it starts a new pass in a new order).
 
     With `config.data_service` the pipeline up to the finished batch runs on the tf.data service
     (never cached there: the service is for data that one host cannot decode fast enough) and
@@ -173,7 +174,7 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
     reproducible (README: resume is exact without the service).
     """
     files = list(_split_files(record_set, "train"))
-    pipelines, index, batch = 1, 0, config.global_batch_size
+    pipelines, index, batch, local = 1, 0, config.global_batch_size, 1
     if input_context is not None:
         if not config.data_service:
             pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -185,6 +186,7 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
             raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
                              f"{replicas} replicas in sync")
         batch = input_context.get_per_replica_batch_size(config.global_batch_size)
+        local = replicas // input_context.num_input_pipelines  # replicas this pipeline feeds, one batch each per step
     files = files[index::pipelines]
     decode = _decoder(record_set, config)
     if config.data_service:
@@ -199,7 +201,8 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
         return ds.apply(tf.data.experimental.service.distribute(
             processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service,
             job_name=config.service_job)).prefetch(AUTOTUNE)
-    steps = steps_per_epoch or max(1, record_set.num_records("train") // config.global_batch_size)
+    # An epoch of this pipeline: one per-replica batch for each of its replicas per global step.
+    steps = local * (steps_per_epoch or max(1, record_set.num_records("train") // config.global_batch_size))
     cached = cache_fits(record_set, config)
     if cached:
         epoch = _cached_epochs(files, sum(record_set.records[f] for f in files), decode, config, batch, steps)
@@ -208,7 +211,7 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
     first, skip = start
     last = tf.int64.max if epochs is None else first + epochs
     ds = tf.data.Dataset.range(first, last).flat_map(lambda number: epoch(epoch_seed(config.seed, number, index)))
-    ds = ds.skip(skip)
+    ds = ds.skip(skip * local)
     if not cached:
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
     ds = _with_channels(ds, config).with_options(_options(config, deterministic=True))
@@ -253,7 +256,7 @@ def dataset_fn(record_set, config, start=(0, 0), steps_per_epoch=0):
 def statistics_sample(record_set, config, batches, input_context=None):
     """The fixed sample of training batches that precise BatchNorm statistics are computed on.
 
-    The same `batches` batches per replica every time (a pure function of the seed, so resume
+    `batches` global batches (each replica gets its share of each), the same every time (a pure function of the seed, so resume
     stays exact), read from the files (no second cache of the split) through a shuffle buffer
     of a few times the sample, so the sample spans many shards.
     """

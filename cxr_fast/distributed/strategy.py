@@ -10,11 +10,13 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 
 import tensorflow as tf
 from absl import logging
 
+from cxr_fast import topology
 from cxr_fast.errors import ClusterError, InputError
 
 
@@ -22,11 +24,12 @@ def _gpus():
     return tf.config.list_physical_devices("GPU")
 
 
-def make_strategy(name, collective_timeout_secs=300.0):
+def make_strategy(name, collective_timeout_secs=0.0):
     """auto: MirroredStrategy over all GPUs when there are several, else one device.
 
-    `mirrored` without GPUs mirrors over the logical CPU devices, which is how the tests run
-    two replicas on one CPU.  `multi_worker` reads the cluster from TF_CONFIG.
+    `mirrored` without GPUs mirrors over the logical CPU devices (`cxr_fast.topology`: N of them
+    under CXR_FAST_CPU_DEVICES=N), which is how the tests run an N-GPU host on one CPU.
+    `multi_worker` reads the cluster from TF_CONFIG (see `communication_options`).
     """
     gpus = _gpus()
     if name == "auto":
@@ -39,14 +42,53 @@ def make_strategy(name, collective_timeout_secs=300.0):
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise InputError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and task); "
-                             "see BUILD.md or start the workers with `python -m tools.launch_local`")
+                             "see the README (several hosts) or start the workers with `python -m tools.launch_local`")
         try:
             json.loads(os.environ["TF_CONFIG"])
         except json.JSONDecodeError as err:
             raise InputError(f"TF_CONFIG is not valid JSON ({err})") from None
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout_secs)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        options = communication_options(bool(gpus), collective_timeout_secs)
+        cpus = 0 if gpus else topology.cpu_devices()  # listing devices now would start TensorFlow too early
+        with _mirroring_cpus(cpus if cpus > 1 else 0):
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     raise InputError(f"--strategy={name} is not one of auto, one_device, mirrored, multi_worker")
+
+
+def communication_options(gpus, timeout_secs=0.0):
+    """Collectives across workers: NCCL between GPUs (TensorFlow's AUTO picks ring all-reduce
+    unless asked), ring on CPUs.  A timeout (> 0) is TensorFlow's debugging aid that starts a
+    thread per collective, so it is off by default: a dead worker is noticed through the
+    coordination service's heartbeats; the timeout bounds only a worker that is alive but stuck."""
+    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL if gpus
+                      else tf.distribute.experimental.CommunicationImplementation.RING)
+    return tf.distribute.experimental.CommunicationOptions(implementation=implementation,
+                                                           timeout_seconds=timeout_secs or None)
+
+
+@contextlib.contextmanager
+def _mirroring_cpus(count):
+    """While MultiWorkerMirroredStrategy is built, each worker mirrors over `count` logical CPUs.
+
+    Without GPUs, TensorFlow gives every worker one CPU replica and has no option for more; the
+    topology switch (`cxr_fast.topology`, tests and debugging only) wants N replicas per worker,
+    as on hosts of N GPUs, so the strategy's choice of local devices is replaced for the
+    duration of the constructor (0: nothing changes).
+    """
+    if not count:
+        yield
+        return
+    module = sys.modules[tf.distribute.MultiWorkerMirroredStrategy.__module__]
+    extended = module.CollectiveAllReduceExtended
+    original = extended._initialize_local_devices
+
+    def local_cpus(self, cluster_resolver, worker_device):
+        return tuple(f"{worker_device}/device:CPU:{i}" for i in range(count)), "CPU"
+
+    extended._initialize_local_devices = local_cpus
+    try:
+        yield
+    finally:
+        extended._initialize_local_devices = original
 
 
 def _compute_capability():
