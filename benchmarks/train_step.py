@@ -46,7 +46,7 @@ def _rate(steps, iterator, seconds, steps_per_loop):
     images, calls, start = 0, 1, time.perf_counter()
     while time.perf_counter() - start < seconds or images == 0:
         totals = steps.train_loop(iterator, tf.constant(steps_per_loop), tf.constant(calls * steps_per_loop, tf.int64))
-        images += int(totals.numpy()[2])
+        images += int(totals.numpy()[3])
         calls += 1
     return images / (time.perf_counter() - start)
 

@@ -213,6 +213,10 @@ class AugmentConfig:
         return self
 
 
+# Below this many images per replica BatchNorm's per-replica statistics get noisy (Wu & He 2018,
+# Group Normalization, Fig. 1: ImageNet error rises below 16 per GPU); --sync_batchnorm=auto syncs.
+SMALL_REPLICA_BATCH = 16
+
 BACKBONES = tuple(f"B{i}" for i in range(8)) + ("tiny",)  # tiny: a small CNN for plumbing checks
 
 
@@ -230,6 +234,7 @@ class ModelConfig:
     head_dropout: tuple = (0.3, 0.2)  # the reference head's two dropout rates
     findings: tuple = ()  # a multi-label set's findings: one sigmoid each; (): the reference's one output
     classes: tuple = ()  # a binary set's class names, label order (RSNA: NO_PNEUMONIA, PNEUMONIA); (): Kermany's
+    sync_batchnorm: bool = False  # BatchNorm moments over the global batch (all replicas), not each replica's
 
     def validate(self):
         if self.backbone not in BACKBONES:
@@ -278,6 +283,8 @@ class TrainConfig:
     early_stopping_patience: int = 10
     seed: int = 42
     resume: bool = True  # continue from model_dir's checkpoint when there is one
+    sync_batchnorm: str = "auto"  # auto: on when several replicas get < SMALL_REPLICA_BATCH images each | on | off
+    deterministic: bool = False  # TensorFlow op determinism: bit-exact reruns and resumes on GPUs too, slower
     collective_timeout_secs: float = 0.0  # multi_worker: > 0 fails a collective stuck this long; 0: off
     export_dir: str = ""
 
@@ -290,7 +297,7 @@ class TrainConfig:
         choices = {"class_weight": ("balanced", "none"),
                    "strategy": ("auto", "one_device", "mirrored", "multi_worker"),
                    "precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
-                   "jit_compile": ("auto", "on", "off")}
+                   "jit_compile": ("auto", "on", "off"), "sync_batchnorm": ("auto", "on", "off")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name}={getattr(self, name)} is not one of {', '.join(allowed)}")
@@ -309,9 +316,19 @@ class TrainConfig:
         if self.augment_ramp_epochs > 0 and self.augment.impl == "chain":
             raise InputError("--augment_impl=chain (keras-cv's layers) cannot ramp its ranges; "
                              "pass --augment_ramp_epochs=0 or --augment_impl=fused")
+        if self.deterministic and self.data.data_service:
+            raise InputError("--deterministic cannot hold with --data_service (the service hands out shards in "
+                             "arrival order); drop one of them")
         if not self.model_dir:
             raise InputError("--model_dir is required")
         return self
+
+    def batch_norm_synchronized(self, replicas):
+        """Whether BatchNorm computes its moments over the global batch: `on`, or `auto` with several
+        replicas that get fewer than SMALL_REPLICA_BATCH images each (noisy statistics per replica)."""
+        if self.sync_batchnorm != "auto":
+            return self.sync_batchnorm == "on"
+        return replicas > 1 and self.data.global_batch_size // replicas < SMALL_REPLICA_BATCH
 
     def augment_ramp(self):
         """Epochs over which the augmentation's geometric ranges rise linearly from 0 to full.

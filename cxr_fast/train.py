@@ -76,6 +76,11 @@ flags.DEFINE_integer("steps_per_epoch", 0, "0: one pass over the training split.
 flags.DEFINE_integer("steps_per_loop", 0, "Steps per tf.function call; 0: 1 on CPU, up to 50 on GPUs.")
 flags.DEFINE_float("checkpoint_every_secs", 600.0, "Mid-epoch checkpoint interval; 0: after every loop.")
 flags.DEFINE_bool("resume", True, "Continue the run in --model_dir if it holds one.")
+flags.DEFINE_enum("sync_batchnorm", "auto", ["auto", "on", "off"], "BatchNorm moments over the global batch "
+                  "(all replicas) instead of each replica's; auto: on with several replicas of fewer than "
+                  f"{config_lib.SMALL_REPLICA_BATCH} images each (e.g. --batch_size=64 on 8 GPUs).")
+flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism: a rerun or an exact resume gives the same "
+                  "weights bit for bit on GPUs too (CPU runs are deterministic already); slower on GPUs.")
 flags.DEFINE_float("collective_timeout_secs", 0.0, "multi_worker: fail a collective that waits this long on a "
                    "worker that is alive but stuck; 0: off (TensorFlow starts a thread per collective when on; a "
                    "dead worker is noticed through heartbeats either way).")
@@ -107,6 +112,7 @@ def config_from_flags():
         reduce_lr_factor=FLAGS.reduce_lr_factor, reduce_lr_patience=FLAGS.reduce_lr_patience,
         min_learning_rate=FLAGS.min_learning_rate, early_stopping_patience=FLAGS.early_stopping_patience,
         seed=FLAGS.seed, resume=FLAGS.resume, collective_timeout_secs=FLAGS.collective_timeout_secs,
+        sync_batchnorm=FLAGS.sync_batchnorm, deterministic=FLAGS.deterministic,
         export_dir=FLAGS.export_dir,
     ).validate()
 

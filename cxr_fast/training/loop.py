@@ -27,6 +27,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from cxr_fast import atomic
+from cxr_fast.config import SMALL_REPLICA_BATCH
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import service as data_service
 from cxr_fast.distributed import strategy as strategy_lib
@@ -59,6 +60,28 @@ def class_weights(record_set, mode):
     return compute_class_weight("balanced", classes=np.arange(len(counts)), y=labels).tolist()
 
 
+def _with_batch_norm_sync(config, replicas, jit, log):
+    """The config with `model.sync_batchnorm` decided for `replicas` (--sync_batchnorm), said in the log.
+
+    TensorFlow all-reduces inside an XLA-compiled function only between GPUs, so on CPU replicas
+    with XLA on, `auto` keeps per-replica statistics (with a warning) and `on` is refused."""
+    per_replica = config.data.global_batch_size // replicas
+    synchronized = config.batch_norm_synchronized(replicas)
+    if synchronized and replicas > 1 and jit and not tf.config.list_physical_devices("GPU"):
+        if config.sync_batchnorm == "on":
+            raise InputError("--sync_batchnorm=on with --jit_compile=on needs GPUs (TensorFlow all-reduces inside "
+                             "XLA only between GPUs); pass --jit_compile=off or --sync_batchnorm=off")
+        synchronized = False
+    if synchronized and replicas > 1:
+        log(f"BatchNorm statistics synchronized over the {replicas} replicas ({per_replica} images each; "
+            f"--sync_batchnorm={config.sync_batchnorm}): one all-reduce per BatchNorm layer per step")
+    elif replicas > 1 and per_replica < SMALL_REPLICA_BATCH:
+        log(f"warning: {per_replica} images per replica give BatchNorm noisy statistics and "
+            "they stay per replica (--sync_batchnorm=off, or XLA on CPUs); raise --batch_size or pass "
+            "--sync_batchnorm=auto")
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, sync_batchnorm=synchronized))
+
+
 def _check_model_dir(config, chief):
     if not chief or not os.path.isdir(config.model_dir) or not os.listdir(config.model_dir):
         return
@@ -80,6 +103,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     """
     config.validate()
     # ---- setup
+    if config.deterministic:  # before the first op; the seeds below make the rest reproducible
+        tf.config.experimental.enable_op_determinism()
     strategy = strategy_lib.make_strategy(config.strategy, config.collective_timeout_secs)
     policy = strategy_lib.choose_precision(config.precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -90,7 +115,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     out = strategy_lib.WriteDir(config.model_dir, chief)
     os.makedirs(out.path, exist_ok=True)
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas, precision {policy}, "
-        f"XLA {'on' if jit else 'off'}")
+        f"XLA {'on' if jit else 'off'}" + (", op determinism on" if config.deterministic else ""))
+    config = _with_batch_norm_sync(config, strategy.num_replicas_in_sync, jit, log)
 
     # ---- data
     record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
@@ -190,16 +216,20 @@ def train_and_evaluate(config, log=print, flags_text=None):
         run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks),
                         "epoch_totals": epoch_totals, "finished": False}, global_step)
 
-    last_checkpoint = time.time()
+    last_checkpoint, built = time.time(), False
     while epoch < config.epochs and not model.stop_training:
         callback_list.on_epoch_begin(epoch)
-        totals = np.array(saved["epoch_totals"] if saved and step_in_epoch else np.zeros(4))
+        totals = _epoch_totals(saved["epoch_totals"] if saved and step_in_epoch else None)
         epoch_start, last_print = time.time(), 0.0
         while step_in_epoch < steps_per_epoch:
             count = min(steps_per_loop, steps_per_epoch - step_in_epoch)
             loop_start = time.time()
             loop = steps.train_loop(iterator, tf.constant(count), tf.constant(global_step, tf.int64)).numpy()
             elapsed = time.time() - loop_start
+            if not built:
+                built = True
+                log(f"training step traced and built for {strategy.num_replicas_in_sync} replica(s) in {elapsed:.1f} s "
+                    "(first call; MirroredStrategy traces the replica function once per replica)")
             totals += loop
             step_in_epoch += count
             global_step += count
@@ -211,7 +241,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
                 last_print = time.time()
                 log(f"epoch {epoch + 1}/{config.epochs} step {step_in_epoch}/{steps_per_epoch} "
                     f"loss {totals[0] / totals[2]:.4f} acc {totals[1] / totals[2]:.3f} | "
-                    f"{loop[2] / elapsed:,.0f} img/s, input wait {100 * loop[3] / elapsed:.1f}%")
+                    f"{loop[3] / elapsed:,.0f} img/s, input wait {100 * loop[4] / elapsed:.1f}%")
             if step_in_epoch < steps_per_epoch and _checkpoint_due(steps, workers, time.time() - last_checkpoint,
                                                                    config.checkpoint_every_secs):
                 checkpoint(totals.tolist())
@@ -248,7 +278,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
         epoch, step_in_epoch = epoch + 1, 0
         if chief:
             run_state.write_history(history)
-        checkpoint([0.0] * 4)
+        checkpoint([0.0] * 5)
         last_checkpoint = time.time()
     callback_list.on_train_end()
     if gate and not steps.ramp_started:
@@ -257,12 +287,21 @@ def train_and_evaluate(config, log=print, flags_text=None):
 
     # ---- best weights, final model, test score
     summary = _finish(config, model, record_set, history, out, steps.predict, log)
-    run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks), "epoch_totals": [0] * 4,
+    run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks), "epoch_totals": [0] * 5,
                     "finished": True, "summary": summary}, global_step)
     out.cleanup()
     if workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
         steps.gather([0.0])
     return summary
+
+
+def _epoch_totals(saved):
+    """[loss sum, correct, labels scored, images, seconds of input wait] of the epoch so far."""
+    if saved is None:
+        return np.zeros(5)
+    if len(saved) == 4:  # a checkpoint written before images were counted apart from labels
+        saved = [*saved[:3], saved[2], saved[3]]
+    return np.array(saved, dtype=np.float64)
 
 
 def score(record_set, labels, probs):

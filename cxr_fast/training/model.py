@@ -101,10 +101,13 @@ def build_model(config):
     backbone = build_backbone(config)
     for layer in backbone.layers[:freeze_count(config, len(backbone.layers))]:
         layer.trainable = False
-    if config.bn_momentum:  # moving statistics that keep up with fast-changing weights
-        for layer in backbone.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if config.bn_momentum:  # moving statistics that keep up with fast-changing weights
                 layer.momentum = config.bn_momentum
+            # Keras' synchronized BatchNorm: moments all-reduced over the replicas in training mode
+            # (read at call time; a model loaded outside a strategy computes them locally)
+            layer.synchronized = config.sync_batchnorm
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dense(128, activation="relu", name="dense_128")(x)

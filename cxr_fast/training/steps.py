@@ -95,8 +95,8 @@ class Steps:
                                           trainable=False, name="augment_ramp_start")
             self.position = {name: tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
                              for name in ("epoch", "step_in_epoch", "global_step")}
-            # loss sum, correct, examples: each replica adds its own, reading sums them (one reduction)
-            self._sums = tf.Variable(tf.zeros([3], tf.float64), trainable=False,
+            # loss sum, correct, labels, images: each replica adds its own, reading sums them (one reduction)
+            self._sums = tf.Variable(tf.zeros([4], tf.float64), trainable=False,
                                      synchronization=tf.VariableSynchronization.ON_READ,
                                      aggregation=tf.VariableAggregation.SUM)
             self._bn_layers = batch_norm_layers(self.model)
@@ -110,7 +110,9 @@ class Steps:
         self.weight_table = tf.constant(class_weights, tf.float32)
         self.multilabel = bool(config.model.findings)
         self._generators = seed_generators(self.model)
-        self.forward_backward = tf.function(self._forward_backward, jit_compile=jit)
+        # XLA compiles a function of its own; without XLA the forward/backward is traced inline into
+        # the replica function (a nested tf.function cannot hold synchronized BatchNorm's all-reduce).
+        self.forward_backward = tf.function(self._forward_backward, jit_compile=True) if jit else self._forward_backward
         self.train_loop = tf.function(self._train_loop)
         self._predict_replica = tf.function(self._predict_on_replica, jit_compile=jit)
         self._predict_all = tf.function(self._predict_distributed)
@@ -257,22 +259,22 @@ class Steps:
         return per_label * weights * tf.cast(known, tf.float32)
 
     def replica_step(self, images, labels, step):
-        """One step on one replica; adds [weighted loss sum, correct, labels scored] to the loop's sums
-        (a multi-label set counts every label that is not ignored)."""
+        """One step on one replica; adds [weighted loss sum, correct, labels scored, images] to the loop's
+        sums (a multi-label set scores every label that is not ignored)."""
         grads, weighted, probs = self.forward_backward(self.replica_inputs(images, step), labels)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         probs = tf.reshape(probs, tf.shape(labels))
         known = tf.cast(labels >= 0, tf.float64)
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.cast(probs >= 0.5, tf.float32), labels), tf.float64) * known)
         self._sums.assign_add(tf.stack([tf.reduce_sum(tf.cast(weighted, tf.float64)), correct,
-                                        tf.reduce_sum(known)]))
+                                        tf.reduce_sum(known), tf.cast(tf.shape(images)[0], tf.float64)]))
 
     def _train_loop(self, iterator, steps, first_step):
         """Steps first_step .. first_step + steps - 1 in one call.
 
-        Returns [loss sum, correct, examples, seconds waiting for input], summed over replicas.
+        Returns [loss sum, correct, labels scored, images, seconds waiting for input], summed over replicas.
         """
-        self.strategy.run(lambda: self._sums.assign(tf.zeros([3], tf.float64)))
+        self.strategy.run(lambda: self._sums.assign(tf.zeros([4], tf.float64)))
         waited = tf.constant(0.0, tf.float64)
         for step in tf.range(steps, dtype=tf.int64):
             start = tf.timestamp()

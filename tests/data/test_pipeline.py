@@ -4,11 +4,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cli import ROOT
 from cxr_fast.config import DataConfig
 from cxr_fast.data import pipeline, recordset, schema
 from cxr_fast.errors import InputError
@@ -165,3 +168,25 @@ def test_missing_split_and_manifest(records_dir, tmp_path):
     empty = dataclasses.replace(record_set, files={"train": record_set.files["train"]})
     with pytest.raises(InputError, match="no val shards"):
         pipeline.eval_dataset(empty, "val", _config(records_dir))
+
+
+def test_an_epoch_is_one_pass_on_1_2_4_and_8_replicas(records_dir):
+    """One input pipeline feeding R replicas (an R-GPU host, here R logical CPUs): every epoch lasts
+    the same global steps, holds every drawn record once, resumes mid-epoch onto the same batches,
+    and precise BatchNorm's sample holds its global batches."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CXR_FAST_CPU_DEVICES="8")
+    batch = 8
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "pipeline_replicas.py"),
+                             records_dir, str(batch)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    per_epoch = recordset.open_record_set(records_dir).num_records("train") // batch
+    assert per_epoch >= 2
+    for replicas, modes in report.items():
+        for cache, seen in modes.items():
+            where = f"{replicas} replicas, cache={cache}"
+            assert seen["steps"] == per_epoch, where
+            assert seen["drawn"] == [per_epoch * batch] * 2, where
+            assert seen["distinct"] == seen["drawn"], where  # no record twice in an epoch
+            assert seen["resume_matches"], where
+            assert (seen["sample_steps"], seen["sample_batch"]) == (2, batch), where

@@ -13,9 +13,9 @@ from cli import ROOT
 pytestmark = pytest.mark.heavy(60)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
-def _helper(name, *args):
+def _helper(name, *args, env=None):
     """Runs tests/helpers/NAME in a fresh process (logical devices must be set before TensorFlow starts)."""
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", name), *args],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -90,3 +90,13 @@ def test_two_workers_draw_different_augmentations_and_agree_on_statistics():
     assert reports["0"]["repeats"] and reports["1"]["repeats"]
     assert reports["0"]["statistics"] == reports["1"]["statistics"]  # every worker holds the same statistics
     assert reports["0"]["pooled"] and reports["1"]["pooled"]  # pooled over both workers' different batches
+
+
+def test_synchronized_batchnorm_pools_the_global_batch_on_four_replicas():
+    # 4 images per replica: --sync_batchnorm=auto turns this on (tests/test_topology.py sees it in the log).
+    report = _helper("sync_batchnorm.py", env={"CXR_FAST_CPU_DEVICES": "4"})
+    off, on = report["off"], report["on"]
+    assert off["replicas"] == on["replicas"] == 4
+    assert off["between_replicas"] > 0.05 * off["scale"]  # per replica: each its own quarter's statistics
+    assert on["between_replicas"] == 0.0  # synchronized: the same statistics on every replica
+    assert on["from_global_batch"] < 1e-4 * on["scale"]  # ... those of the whole global batch

@@ -1,0 +1,92 @@
+"""The user's commands on the user's topology: `cxr_fast.train` with DEFAULT flags (only --weights=none
+and small sizes forced) on 1, 2 and 4 replicas in one process (CXR_FAST_CPU_DEVICES: the CPU split
+as one 1-, 2- or 4-GPU host), killed mid-epoch by SIGKILL and resumed, against its uninterrupted twin
+from flags.txt; then `evaluate` and `export` on the same topology.  The two-worker twin of this is in
+tests/test_launch_local.py."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cli import ROOT, assert_one_line_error, run
+from cxr_fast import topology
+from cxr_fast.errors import InputError
+
+pytestmark = pytest.mark.heavy(150)  # ~seconds here; scheduled first (tests/conftest.py)
+
+# Small sizes only; everything else is cxr_fast.train's default (reference augmentation with its
+# gated ramp, precise BatchNorm, balanced class weights, --sync_batchnorm=auto, --strategy=auto).
+SMALL = ["--backbone=tiny", "--weights=none", "--image_size=32", "--batch_size=16", "--epochs=2",
+         "--checkpoint_every_secs=0"]
+
+
+def _env(devices):
+    return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CXR_FAST_CPU_DEVICES=str(devices))
+
+
+def _killed_at(command, env, line):
+    """Runs `command` until it prints `line`, then SIGKILLs it (no handler runs: a preempted machine)."""
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for output in process.stdout:
+        seen.append(output)
+        if line in output:
+            process.kill()
+            process.wait(timeout=60)
+            return "".join(seen)
+    process.wait(timeout=60)
+    raise AssertionError(f"{line!r} never appeared:\n{''.join(seen)[-3000:]}")
+
+
+def _json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+def test_train_killed_resumed_evaluated_exported(replicas, records_dir, tmp_path):
+    env = _env(replicas)
+    model_dir = tmp_path / "run"
+    strategy = [] if replicas == 1 else ["--strategy=mirrored"]  # what auto picks on a host of several GPUs
+    command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={model_dir}",
+               *SMALL, *strategy]
+    first = _killed_at(command, env, "checkpoint saved at epoch 2, step 1")
+    assert f"with {replicas} replicas" in first
+    assert ("BatchNorm statistics synchronized" in first) == (replicas > 1)  # 16 / R < 16 images per replica
+    assert not (model_dir / "model.keras").exists()
+
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming at epoch 2, step 1" in resumed.stdout
+    twin = run("cxr_fast.train", f"--flagfile={model_dir / 'flags.txt'}", f"--model_dir={tmp_path / 'twin'}",
+               env={"CXR_FAST_CPU_DEVICES": str(replicas)})
+    assert twin.returncode == 0, twin.stderr[-3000:]
+    histories = [_json(d / "history.json") for d in (model_dir, tmp_path / "twin")]
+    assert [h["epoch"] for h in histories[0]] == [h["epoch"] for h in histories[1]] == [1, 2]
+    for mine, theirs in zip(*histories):
+        for key in ("loss", "accuracy", "val_loss", "val_auc", "learning_rate", "augment_strength"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-7), (key, mine, theirs)
+    if replicas == 1:  # one device: the resumed run ends with the very weights of its twin
+        assert (_json(model_dir / "summary.json")["weights_sha256"]
+                == _json(tmp_path / "twin" / "summary.json")["weights_sha256"])
+
+    evaluated = run("cxr_fast.evaluate", f"--model_dir={model_dir}", f"--data_dir={records_dir}",
+                    env={"CXR_FAST_CPU_DEVICES": str(replicas)})
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = _json(model_dir / "eval_test" / "metrics.json")
+    assert metrics["count"] == _json(os.path.join(records_dir, "manifest.json"))["counts"]["test"]["total"]
+    exported = run("cxr_fast.export", f"--model={model_dir}", f"--export_dir={tmp_path / 'serving' / '1'}",
+                   env={"CXR_FAST_CPU_DEVICES": str(replicas)})
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_switch_is_read_once_and_checked():
+    assert topology.cpu_devices({}) == 0 and topology.cpu_devices({topology.ENV: " 4 "}) == 4
+    for bad in ("0", "-2", "four", "65"):
+        with pytest.raises(InputError, match=topology.ENV):
+            topology.cpu_devices({topology.ENV: bad})
+    assert_one_line_error(run("cxr_fast.train", "--data_dir=x", "--model_dir=y", env={topology.ENV: "many"}),
+                          topology.ENV)
