@@ -2,7 +2,7 @@
 
 The stages, lowest first; a module imports only from its own stage and the ones listed before
 it (tests/test_layering.py checks this, and that there are no import cycles):
-    config, errors, atomic, workers   small shared modules at the top of the package
+    config, errors, atomic, workers, topology, entry   small shared modules at the top of the package
     data/          files -> records -> tf.data batches
     distributed/   where a run computes: strategy, precision, XLA; local clusters; tf.data service
     serving/       a trained model on new images: loading, classifying, Grad-CAM, SavedModel

@@ -6,7 +6,7 @@ See `cxr_fast.evaluation.scoring` for what is written where.
 """
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast import config as config_lib
 from cxr_fast.data import recordset
 
@@ -39,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)

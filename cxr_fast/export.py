@@ -8,7 +8,7 @@ from the header, never decoded) or --max_image_bytes get an error string, not an
 """
 from absl import flags
 
-from cxr_fast import atomic, errors
+from cxr_fast import atomic, entry, errors
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)

@@ -13,7 +13,7 @@ import sys
 
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast.data import imaging
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
@@ -52,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)

@@ -8,7 +8,7 @@ pipeline, and `--strategy=multi_worker` mirrors over N replicas per worker, exac
 topology of one 8-GPU host or of several.  For tests and debugging on machines without GPUs;
 it changes nothing where GPUs are visible, and nothing when the variable is unset.
 
-Read in one place, `apply()`, which `errors.run_main` calls before any entry point's `main`
+Read in one place, `apply()`, which `entry.run_main` calls before any entry point's `main`
 (and so before TensorFlow is imported there); TensorFlow is imported only when the variable is
 set.  Library code asks `cpu_devices()`.
 """

@@ -10,7 +10,7 @@ import sys
 
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast import config as config_lib
 from cxr_fast.data import recordset
 
@@ -138,4 +138,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)

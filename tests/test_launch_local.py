@@ -20,7 +20,7 @@ from conftest import convert, make_synthetic
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.training import loop
 
-pytestmark = pytest.mark.heavy(60)  # ~seconds here; scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.heavy(150)  # ~seconds here; scheduled first (tests/conftest.py)
 
 HELPERS = os.path.join(ROOT, "tests", "helpers")
 
@@ -89,6 +89,46 @@ def test_two_workers_end_identical_and_match_one_process(even_records, tmp_path)
     for mine, theirs in zip(history, reference):
         for key in ("loss", "val_loss"):
             assert abs(mine[key] - theirs[key]) < 0.15 * learned, (key, mine, theirs)
+
+
+def test_two_workers_of_two_replicas_killed_resumed_evaluated_exported(records_dir, tmp_path):
+    """Two hosts of two GPUs each, as two workers of two logical CPUs: default flags (small sizes and
+    --weights=none forced), worker 1 SIGKILLed mid-epoch (the launcher stops the other), the cluster
+    started again resumes and ends as its uninterrupted twin; the chief's model evaluates and exports."""
+    env = {"CXR_FAST_CPU_DEVICES": "2"}
+    flags = [f"--data_dir={records_dir}", "--backbone=tiny", "--weights=none", "--image_size=32", "--batch_size=16",
+             "--epochs=2", "--checkpoint_every_secs=0"]
+    model_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "tools.launch_local", "--num_workers=2", "--", *flags, f"--model_dir={model_dir}"]
+    launcher = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **env),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in launcher.stdout:
+        seen.append(line)
+        if "[worker 0] checkpoint saved at epoch 2, step 1" in line:
+            worker = [pid for pid in _processes_mentioning(str(model_dir)) if pid != launcher.pid
+                      and "tools.launch_local" not in open(f"/proc/{pid}/cmdline").read()]
+            os.kill(max(worker), signal.SIGKILL)  # the worker started last: worker 1
+            break
+    assert launcher.wait(timeout=120) != 0, "".join(seen)[-3000:]
+    text = "".join(seen)
+    assert "[worker 0] strategy CollectiveAllReduceStrategy with 4 replicas" in text, text[-3000:]
+    assert "BatchNorm statistics synchronized over the 4 replicas" in text  # 4 images per replica
+    assert not (model_dir / "model.keras").exists()
+
+    resumed = run("tools.launch_local", "--num_workers=2", "--", *flags, f"--model_dir={model_dir}", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-4000:]
+    assert all(f"[worker {i}] resuming at epoch 2, step 1" in resumed.stdout for i in (0, 1)), resumed.stdout[-3000:]
+    twin = run("tools.launch_local", "--num_workers=2", "--", *flags, f"--model_dir={tmp_path / 'twin'}", env=env)
+    assert twin.returncode == 0, twin.stdout[-4000:]
+    for mine, theirs in zip(_history(model_dir), _history(tmp_path / "twin"), strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_auc", "learning_rate", "augment_strength"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-5, abs=1e-7), (key, mine, theirs)
+
+    evaluated = run("cxr_fast.evaluate", f"--model_dir={model_dir}", f"--data_dir={records_dir}", env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    exported = run("cxr_fast.export", f"--model={model_dir}", f"--export_dir={tmp_path / 'serving'}", env=env)
+    assert exported.returncode == 0 and (tmp_path / "serving" / "saved_model.pb").is_file(), exported.stderr[-3000:]
 
 
 def test_sigterm_to_the_launcher_stops_every_worker_each_with_its_gpus(tmp_path):

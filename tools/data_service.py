@@ -20,7 +20,7 @@ import threading
 
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast import config as config_lib
 
 flags.DEFINE_enum("role", None, ["dispatcher", "worker", "local"], "Which process to start.")
@@ -78,4 +78,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)

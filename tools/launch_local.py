@@ -15,7 +15,7 @@ import sys
 
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast.distributed import cluster
 
 flags.DEFINE_integer("num_workers", 2, "Worker processes to start.")
@@ -56,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main, devices=False)

@@ -6,7 +6,7 @@ See `cxr_fast.data.synthetic` for what the films look like and how the PNEUMONIA
 """
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast import config as config_lib
 from cxr_fast.data import synthetic, synthetic_labelled
 
@@ -48,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)

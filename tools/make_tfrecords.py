@@ -10,7 +10,7 @@ Writes `{split}-{i:05d}-of-{n:05d}.tfrecord` shards, `manifest.json` and `splits
 """
 from absl import flags
 
-from cxr_fast import errors
+from cxr_fast import entry, errors
 from cxr_fast import config as config_lib
 
 flags.DEFINE_string("data_dir", None, "Folder with NORMAL/ and PNEUMONIA/ folders at any depth "
@@ -67,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run_main(main)
+    entry.run_main(main)
