@@ -1,12 +1,14 @@
 """What the training loop itself can feed, and what the model's step costs, in one run.
 
     python -m benchmarks.train_step --data_dir=records/kermany128 --seconds=20 --json=train_step.json
+    CXR_FAST_CPU_DEVICES=2 python -m benchmarks.train_step --strategy=mirrored ...   (2 replicas on a CPU)
 
 (a) What the host can feed, batch 256, 50 steps per call (the GPU default), no augmentation:
     - loop fixed cost: the trainer's own `Steps.train_loop` (iterator pulled inside the
-      tf.function, per-replica seeding, loss, optimizer update, the loop's sums) with a trivial
-      model (global average pool + dense) on a resident batch of 8 px images, so per-pixel work
-      is nil and what remains is the loop's own cost per step;
+      tf.function, per-replica seeding, loss, optimizer update, the loop's sums) on a resident
+      batch of 8 px images, so per-pixel work is nil, with a model holding EfficientNetB2's
+      trainable variables (a gradient and an Adam update of each, per replica), beside the
+      same loop with a 2-variable model;
     - input: the cached 128 px records through the trainer's pipeline alone;
     - both together: the trivial model on the cached 128 px records.  On a CPU this last one is
       bound by the model's cast and pooling of every pixel (work a GPU does), so it is shown
@@ -26,13 +28,15 @@ import time
 
 import keras
 import tensorflow as tf
-from absl import app, flags
+from absl import flags
 
 from benchmarks import common
+from cxr_fast import entry
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.training import augment, loop
+from cxr_fast.training import model as model_lib
 from cxr_fast.training.steps import Steps
 
 # One H200 training EfficientNetB2 at 128 px, float32, batch 64: ~5,800 img/s (measured with
@@ -60,6 +64,42 @@ def trivial_model(config):
     return model, model
 
 
+class HeldVariables(keras.layers.Layer):
+    """Holds variables of the given shapes and adds the sum of their means to its input: every
+    variable gets a gradient (a broadcast) and an optimizer update, at almost no arithmetic."""
+
+    def __init__(self, shapes, **kwargs):
+        super().__init__(**kwargs)
+        self.shapes = [tuple(shape) for shape in shapes]
+
+    def build(self, input_shape):
+        self.held = [self.add_weight(shape=shape, initializer="zeros", name=f"held{i}")
+                     for i, shape in enumerate(self.shapes)]
+
+    def call(self, inputs):
+        return inputs + keras.ops.sum(keras.ops.stack([keras.ops.mean(w) for w in self.held]))
+
+
+def trainable_shapes(model_config):
+    """The shapes of the real model's trainable variables (the backbone built at 32 px, no weights)."""
+    model, _ = model_lib.build_model(dataclasses.replace(model_config, image_size=32, weights="none"))
+    return [tuple(w.shape) for w in model.trainable_weights]
+
+
+def variables_proxy(shapes):
+    """`build_model` for Steps: global average pool -> the real model's trainable variables, held
+    (`HeldVariables`) -> dense.  Per step: the loop, a gradient and an Adam update of every variable
+    of the real model (EfficientNetB2: 301 variables, 7.7 M values), without its convolutions."""
+    def build(config):
+        inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
+        x = HeldVariables(shapes, name="held")(keras.layers.GlobalAveragePooling2D()(inputs))
+        outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x)
+        model = keras.Model(inputs, outputs, name="variables_proxy")
+        return model, model
+
+    return build
+
+
 def device_check(log=print):
     """Where ImageProjectiveTransformV3 executes for the trainer's float32 augmentation, and for
     bfloat16 (which has no GPU kernel: with soft placement it falls back to the host)."""
@@ -83,48 +123,72 @@ def device_check(log=print):
 KERMANY_TRAIN_FILMS = 5216
 
 
-def _setup(data_dir, backbone, image_size, batch, augment, cache, freeze_fraction=0.0):
+def _setup(data_dir, backbone, image_size, batch, augment, cache, freeze_fraction=0.0, strategy="auto"):
     config = TrainConfig(model_dir="unused", data=DataConfig(data_dir=data_dir, image_size=image_size,
                                                              global_batch_size=batch, cache=cache),
                          model=ModelConfig(backbone=backbone, image_size=image_size, weights="none",
                                            freeze_fraction=freeze_fraction),
                          augment=AugmentConfig(kind=augment))
     record_set = recordset.open_record_set(data_dir)
-    strategy = strategy_lib.make_strategy("auto")
+    strategy = strategy_lib.make_strategy(strategy)
     # A dataset, not an iterator: iterating starts the pipeline's threads, which must not run
     # while another variant is measured.
     dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn(record_set, config.data))
     return config, strategy, record_set, dataset
 
 
-def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=50, log=print):
-    """(a): the loop's fixed cost, the cached input alone, both together; and the host ceiling's headroom."""
-    config, strategy, record_set, dataset = _setup(data_dir, "tiny", image_size, batch, "none", "memory")
-    weights = loop.class_weights(record_set, "balanced")
-    settings = {"model": "global average pool + dense", "batch": batch, "augment": "none",
-                "steps_per_loop": steps_per_loop}
-    tiny = dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=8),
-                               model=dataclasses.replace(config.model, image_size=8))
-    steps = Steps(tiny, strategy, weights, build_model=trivial_model)
+def _resident_rate(config, strategy, weights, build_model, batch, seconds, steps_per_loop):
+    """The trainer's loop on one resident batch of 8 px images (no input, no per-pixel work)."""
+    small = dataclasses.replace(config, data=dataclasses.replace(config.data, image_size=8),
+                                model=dataclasses.replace(config.model, image_size=8))
+    steps = Steps(small, strategy, weights, build_model=build_model)
     resident = (tf.zeros([batch, 8, 8, 1], tf.uint8), tf.cast(tf.range(batch) % 2, tf.float32))
-    fixed = _rate(steps, iter(strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensors(resident).repeat())), seconds, steps_per_loop)
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(resident).repeat()))
+    return _rate(steps, iterator, seconds, steps_per_loop), len(steps.model.trainable_weights)
+
+
+def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=50, log=print,
+                  variables_of="B2", strategy="auto"):
+    """(a): the loop's fixed cost with the real model's variables, the cached input alone, the trivial
+    model on that input; and the host ceiling's headroom.
+
+    The fixed cost is what a step costs the host whatever the accelerator: the loop, and a gradient
+    and an Adam update of every trainable variable of `variables_of` (EfficientNetB2 with the
+    reference head: 301 variables) on every replica.  A 2-variable model beside it shows how much
+    of that the variables are.  On a CPU the updates' arithmetic runs here too, so this is a lower
+    bound of what a GPU host sustains.
+    """
+    config, strategy, record_set, dataset = _setup(data_dir, "tiny", image_size, batch, "none", "memory",
+                                                   strategy=strategy)
+    weights = loop.class_weights(record_set, "balanced")
+    replicas = strategy.num_replicas_in_sync
+    settings = {"batch": batch, "augment": "none", "steps_per_loop": steps_per_loop, "replicas": replicas}
+    trivial, _ = _resident_rate(config, strategy, weights, trivial_model, batch, seconds, steps_per_loop)
+    shapes = trainable_shapes(dataclasses.replace(config.model, backbone=variables_of))
+    fixed, count = _resident_rate(config, strategy, weights, variables_proxy(shapes), batch, seconds, steps_per_loop)
     feed = common.dataset_images_per_second(pipeline.train_dataset(record_set, config.data), seconds,
                                             batches_per_call=steps_per_loop)
     both = _rate(Steps(config, strategy, weights, build_model=trivial_model), iter(dataset), seconds, steps_per_loop)
     ceiling = min(fixed, feed)
     headroom = ceiling / H200_B2_128_IMG_PER_S
-    log(f"loop fixed cost (8 px resident batch of {batch}): {fixed:,.0f} img/s; cached {image_size} px input alone: "
-        f"{feed:,.0f} img/s; trivial model on that input: {both:,.0f} img/s; host ceiling {ceiling:,.0f} img/s = "
-        f"{headroom:.1f}x one H200's B2-128 rate")
-    return [{"name": "train loop fixed cost (trivial model, 8 px resident batch)", "img_per_s": fixed,
-             "settings": {**settings, "image_size": 8, "cache": "resident"}},
+    name = model_lib.backbone_name(variables_of)
+    log(f"loop fixed cost on {replicas} replica(s), 8 px resident batch of {batch}: {fixed:,.0f} img/s with {name}'s "
+        f"{count} trainable variables ({trivial:,.0f} with 2); cached {image_size} px input alone: {feed:,.0f} img/s; "
+        f"trivial model on that input: {both:,.0f} img/s; host ceiling {ceiling:,.0f} img/s = {headroom:.1f}x one "
+        "H200's B2-128 rate")
+    return [{"name": "train loop, 2-variable model, 8 px resident batch", "img_per_s": trivial,
+             "settings": {**settings, "model": "global average pool + dense", "image_size": 8, "cache": "resident"}},
+            {"name": f"train loop fixed cost, {name}'s {count} variables + Adam, 8 px resident batch",
+             "img_per_s": fixed, "settings": {**settings, "model": f"{name}'s trainable variables held",
+                                              "variables": count, "image_size": 8, "cache": "resident"}},
             {"name": f"cached {image_size} px input alone", "img_per_s": feed,
              "settings": {**settings, "image_size": image_size, "cache": "memory"}},
             {"name": f"train loop + trivial model on cached {image_size} px input", "img_per_s": both,
-             "settings": {**settings, "image_size": image_size, "cache": "memory"}},
-            {"name": "host ceiling = min(loop, input)", "img_per_s": ceiling, "headroom_over_h200_b2": headroom,
-             "settings": {"target": f">= {HEADROOM_TARGET:g}x {H200_B2_128_IMG_PER_S:,.0f}"}}]
+             "settings": {**settings, "model": "global average pool + dense", "image_size": image_size,
+                          "cache": "memory"}},
+            {"name": "host ceiling = min(fixed cost, input)", "img_per_s": ceiling, "headroom_over_h200_b2": headroom,
+             "settings": {"replicas": replicas,
+                          "target": f">= {HEADROOM_TARGET:g}x {H200_B2_128_IMG_PER_S:,.0f}"}}]
 
 
 def precise_statistics_cost(steps, strategy, record_set, config, batches, step_rate, log=print):
@@ -147,15 +211,17 @@ def precise_statistics_cost(steps, strategy, record_set, config, batches, step_r
 
 
 def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_loop=1, log=print,
-        overhead_batch=256, overhead_steps_per_loop=50, freeze_fraction=0.0, precise_bn_batches=8):
-    overhead = loop_overhead(data_dir, seconds, image_size, overhead_batch, overhead_steps_per_loop, log)
+        overhead_batch=256, overhead_steps_per_loop=50, freeze_fraction=0.0, precise_bn_batches=8, strategy="auto"):
+    overhead = loop_overhead(data_dir, seconds, image_size, overhead_batch, overhead_steps_per_loop, log,
+                             strategy=strategy)
     config, strategy, record_set, dataset = _setup(data_dir, backbone, image_size, batch, "reference", "auto",
-                                                   freeze_fraction)
+                                                   freeze_fraction, strategy)
     steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"),
                   strategy_lib.choose_jit("auto"))
     step = _rate(steps, iter(dataset), seconds, steps_per_loop)
     log(f"train step fed by the input pipeline: {step:,.1f} img/s")
     settings = {"backbone": backbone, "image_size": image_size, "batch": batch, "augment": "reference fused",
+                "replicas": strategy.num_replicas_in_sync,
                 "freeze_fraction": freeze_fraction, "steps_per_loop": steps_per_loop, "cache": "auto",
                 "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU"}
     variants = [*overhead, {"name": "train step, input pipeline", "img_per_s": step, "settings": settings}]
@@ -173,7 +239,7 @@ def main(argv):
         device_check()
     result = run(FLAGS.data_dir, FLAGS.seconds, FLAGS.backbone, FLAGS.image_size, FLAGS.batch_size,
                  FLAGS.steps_per_loop, freeze_fraction=FLAGS.freeze_fraction,
-                 precise_bn_batches=FLAGS.precise_bn_batches)
+                 precise_bn_batches=FLAGS.precise_bn_batches, strategy=FLAGS.strategy)
     print(common.table(result["variants"]))
     print(f"the host side sustains {result['loop_headroom_over_h200_b2']:.1f}x one H200's EfficientNetB2-128 rate "
           f"(target >= {HEADROOM_TARGET:g}x)")
@@ -191,5 +257,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("precise_bn_batches", 8, "Batches of the precise-statistics pass (c); 0 skips it.")
     flags.DEFINE_string("json", None, "Write the results here as JSON.")
     flags.DEFINE_bool("device_check", False, "First print where the augmentation's resample op runs.")
+    flags.DEFINE_enum("strategy", "auto", ["auto", "one_device", "mirrored"], "As cxr_fast.train's; with "
+                      "CXR_FAST_CPU_DEVICES=N and mirrored, N replicas on a CPU.")
     flags.mark_flags_as_required(["data_dir"])
-    app.run(main)
+    entry.run_main(main)

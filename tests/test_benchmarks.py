@@ -23,16 +23,32 @@ def test_train_step_benchmark_compares_resident_and_piped(records_dir):
     result = train_step.run(records_dir, seconds=0.1, backbone="tiny", image_size=32, batch=8, log=lambda *_: None,
                             overhead_batch=16, overhead_steps_per_loop=5)
     names = [v["name"] for v in result["variants"]]
-    assert names == ["train loop fixed cost (trivial model, 8 px resident batch)", "cached 32 px input alone",
-                     "train loop + trivial model on cached 32 px input", "host ceiling = min(loop, input)",
-                     "train step, input pipeline", "precise BatchNorm statistics (8 batches)"]
+    assert names == ["train loop, 2-variable model, 8 px resident batch",
+                     "train loop fixed cost, EfficientNetB2's 301 variables + Adam, 8 px resident batch",
+                     "cached 32 px input alone", "train loop + trivial model on cached 32 px input",
+                     "host ceiling = min(fixed cost, input)", "train step, input pipeline",
+                     "precise BatchNorm statistics (8 batches)"]
     rates = [v["img_per_s"] for v in result["variants"]]
-    assert all(rate > 0 for rate in rates) and rates[3] == min(rates[:2])
-    assert result["loop_headroom_over_h200_b2"] == rates[3] / train_step.H200_B2_128_IMG_PER_S
+    assert all(rate > 0 for rate in rates) and rates[4] == min(rates[1:3])
+    assert result["loop_headroom_over_h200_b2"] == rates[4] / train_step.H200_B2_128_IMG_PER_S
+    assert result["variants"][1]["settings"]["replicas"] == 1
     precise = result["variants"][-1]
     # its share of an epoch: pass seconds / (steps per epoch / steps per second)
-    steps_per_second = rates[4] / 8
+    steps_per_second = rates[5] / 8
     assert precise["kermany_epoch_share"] == pytest.approx(precise["seconds_per_pass"] / (5216 // 8 / steps_per_second))
+
+
+def test_the_fixed_cost_proxy_holds_the_real_models_trainable_variables():
+    from benchmarks import train_step
+    from cxr_fast.config import ModelConfig
+    from cxr_fast.training import model as model_lib
+
+    config = ModelConfig(backbone="B0", image_size=32, weights="none", freeze_fraction=0.7)
+    real, _ = model_lib.build_model(config)
+    proxy, _ = train_step.variables_proxy(train_step.trainable_shapes(config))(ModelConfig(image_size=8))
+    held = proxy.get_layer("held").trainable_weights
+    assert [tuple(w.shape) for w in held] == [tuple(w.shape) for w in real.trainable_weights]
+    assert len(proxy.trainable_weights) == len(held) + 2  # and the dense output's kernel and bias
 
 
 def test_device_check_names_the_device_and_dtype_of_the_resample():

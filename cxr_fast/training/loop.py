@@ -66,19 +66,18 @@ def _with_batch_norm_sync(config, replicas, jit, log):
     TensorFlow all-reduces inside an XLA-compiled function only between GPUs, so on CPU replicas
     with XLA on, `auto` keeps per-replica statistics (with a warning) and `on` is refused."""
     per_replica = config.data.global_batch_size // replicas
-    synchronized = config.batch_norm_synchronized(replicas)
+    synchronized, reason = config.batch_norm_synchronized(replicas), "--sync_batchnorm=off"
     if synchronized and replicas > 1 and jit and not tf.config.list_physical_devices("GPU"):
         if config.sync_batchnorm == "on":
             raise InputError("--sync_batchnorm=on with --jit_compile=on needs GPUs (TensorFlow all-reduces inside "
                              "XLA only between GPUs); pass --jit_compile=off or --sync_batchnorm=off")
-        synchronized = False
+        synchronized, reason = False, "XLA on CPUs cannot all-reduce them"
     if synchronized and replicas > 1:
         log(f"BatchNorm statistics synchronized over the {replicas} replicas ({per_replica} images each; "
             f"--sync_batchnorm={config.sync_batchnorm}): one all-reduce per BatchNorm layer per step")
     elif replicas > 1 and per_replica < SMALL_REPLICA_BATCH:
-        log(f"warning: {per_replica} images per replica give BatchNorm noisy statistics and "
-            "they stay per replica (--sync_batchnorm=off, or XLA on CPUs); raise --batch_size or pass "
-            "--sync_batchnorm=auto")
+        log(f"warning: {per_replica} images per replica give BatchNorm noisy statistics, kept per replica "
+            f"({reason}); raise --batch_size to {SMALL_REPLICA_BATCH * replicas} or more")
     return dataclasses.replace(config, model=dataclasses.replace(config.model, sync_batchnorm=synchronized))
 
 
