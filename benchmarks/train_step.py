@@ -6,9 +6,10 @@
 (a) What the host can feed, batch 256, 50 steps per call (the GPU default), no augmentation:
     - loop fixed cost: the trainer's own `Steps.train_loop` (iterator pulled inside the
       tf.function, per-replica seeding, loss, optimizer update, the loop's sums) on a resident
-      batch of 8 px images, so per-pixel work is nil, with a model holding EfficientNetB2's
-      trainable variables (a gradient and an Adam update of each, per replica), beside the
-      same loop with a 2-variable model;
+      batch of 8 px images, so per-pixel work is nil, with as many variables as EfficientNetB2's
+      trainable ones (305, a gradient and an Adam update of each per replica) of one value each:
+      the per-variable dispatch a GPU host pays; beside it the same loop with a 2-variable model
+      and with B2's variables at full size (on a CPU, Adam's arithmetic runs on the host too);
     - input: the cached 128 px records through the trainer's pipeline alone;
     - both together: the trivial model on the cached 128 px records.  On a CPU this last one is
       bound by the model's cast and pooling of every pixel (work a GPU does), so it is shown
@@ -89,7 +90,7 @@ def trainable_shapes(model_config):
 def variables_proxy(shapes):
     """`build_model` for Steps: global average pool -> the real model's trainable variables, held
     (`HeldVariables`) -> dense.  Per step: the loop, a gradient and an Adam update of every variable
-    of the real model (EfficientNetB2: 301 variables, 7.7 M values), without its convolutions."""
+    of the real model (EfficientNetB2 + head: 305 variables, 7.9 M values), without its convolutions."""
     def build(config):
         inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
         x = HeldVariables(shapes, name="held")(keras.layers.GlobalAveragePooling2D()(inputs))
@@ -144,7 +145,7 @@ def _resident_rate(config, strategy, weights, build_model, batch, seconds, steps
     steps = Steps(small, strategy, weights, build_model=build_model)
     resident = (tf.zeros([batch, 8, 8, 1], tf.uint8), tf.cast(tf.range(batch) % 2, tf.float32))
     iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(resident).repeat()))
-    return _rate(steps, iterator, seconds, steps_per_loop), len(steps.model.trainable_weights)
+    return _rate(steps, iterator, seconds, steps_per_loop)
 
 
 def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=50, log=print,
@@ -152,35 +153,40 @@ def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=5
     """(a): the loop's fixed cost with the real model's variables, the cached input alone, the trivial
     model on that input; and the host ceiling's headroom.
 
-    The fixed cost is what a step costs the host whatever the accelerator: the loop, and a gradient
-    and an Adam update of every trainable variable of `variables_of` (EfficientNetB2 with the
-    reference head: 301 variables) on every replica.  A 2-variable model beside it shows how much
-    of that the variables are.  On a CPU the updates' arithmetic runs here too, so this is a lower
-    bound of what a GPU host sustains.
+    A step costs the host the loop and, per trainable variable of `variables_of` (EfficientNetB2
+    with the reference head: 305) and per replica, a gradient and an Adam update to dispatch,
+    whatever the accelerator.  Measured three ways on 8 px resident batches: a 2-variable model;
+    the real variables at full size (on a CPU Adam's arithmetic over 7.7 M values runs here too,
+    work a GPU does); the same number of variables of one value each: the per-variable dispatch
+    alone, the host's share on a GPU host, on which the ceiling rests.
     """
     config, strategy, record_set, dataset = _setup(data_dir, "tiny", image_size, batch, "none", "memory",
                                                    strategy=strategy)
     weights = loop.class_weights(record_set, "balanced")
     replicas = strategy.num_replicas_in_sync
-    settings = {"batch": batch, "augment": "none", "steps_per_loop": steps_per_loop, "replicas": replicas}
-    trivial, _ = _resident_rate(config, strategy, weights, trivial_model, batch, seconds, steps_per_loop)
+    settings = {"batch": batch, "augment": "none", "steps_per_loop": steps_per_loop, "replicas": replicas,
+                "image_size": 8, "cache": "resident"}
     shapes = trainable_shapes(dataclasses.replace(config.model, backbone=variables_of))
-    fixed, count = _resident_rate(config, strategy, weights, variables_proxy(shapes), batch, seconds, steps_per_loop)
+    name, count = model_lib.backbone_name(variables_of), len(shapes)
+    rates = {kind: _resident_rate(config, strategy, weights, build, batch, seconds, steps_per_loop)
+             for kind, build in (("trivial", trivial_model), ("full", variables_proxy(shapes)),
+                                 ("dispatch", variables_proxy([(1,)] * count)))}
     feed = common.dataset_images_per_second(pipeline.train_dataset(record_set, config.data), seconds,
                                             batches_per_call=steps_per_loop)
     both = _rate(Steps(config, strategy, weights, build_model=trivial_model), iter(dataset), seconds, steps_per_loop)
-    ceiling = min(fixed, feed)
+    ceiling = min(rates["dispatch"], feed)
     headroom = ceiling / H200_B2_128_IMG_PER_S
-    name = model_lib.backbone_name(variables_of)
-    log(f"loop fixed cost on {replicas} replica(s), 8 px resident batch of {batch}: {fixed:,.0f} img/s with {name}'s "
-        f"{count} trainable variables ({trivial:,.0f} with 2); cached {image_size} px input alone: {feed:,.0f} img/s; "
-        f"trivial model on that input: {both:,.0f} img/s; host ceiling {ceiling:,.0f} img/s = {headroom:.1f}x one "
-        "H200's B2-128 rate")
-    return [{"name": "train loop, 2-variable model, 8 px resident batch", "img_per_s": trivial,
-             "settings": {**settings, "model": "global average pool + dense", "image_size": 8, "cache": "resident"}},
-            {"name": f"train loop fixed cost, {name}'s {count} variables + Adam, 8 px resident batch",
-             "img_per_s": fixed, "settings": {**settings, "model": f"{name}'s trainable variables held",
-                                              "variables": count, "image_size": 8, "cache": "resident"}},
+    log(f"loop on {replicas} replica(s), 8 px resident batch of {batch}: {rates['trivial']:,.0f} img/s with 2 variables, "
+        f"{rates['full']:,.0f} with {name}'s {count} (Adam's arithmetic on this CPU), {rates['dispatch']:,.0f} with "
+        f"{count} of one value (dispatch); cached {image_size} px input alone: {feed:,.0f} img/s; trivial model on "
+        f"that input: {both:,.0f} img/s; host ceiling {ceiling:,.0f} img/s = {headroom:.1f}x one H200's B2-128 rate")
+    return [{"name": "train loop, 2-variable model, 8 px resident batch", "img_per_s": rates["trivial"],
+             "settings": {**settings, "model": "global average pool + dense"}},
+            {"name": f"train loop, {name}'s {count} variables + Adam, 8 px resident batch", "img_per_s": rates["full"],
+             "settings": {**settings, "model": f"{name}'s trainable variables held", "variables": count}},
+            {"name": f"train loop fixed cost, {count} one-value variables + Adam, 8 px resident batch",
+             "img_per_s": rates["dispatch"],
+             "settings": {**settings, "model": f"as many variables as {name}'s, one value each", "variables": count}},
             {"name": f"cached {image_size} px input alone", "img_per_s": feed,
              "settings": {**settings, "image_size": image_size, "cache": "memory"}},
             {"name": f"train loop + trivial model on cached {image_size} px input", "img_per_s": both,

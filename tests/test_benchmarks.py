@@ -24,17 +24,18 @@ def test_train_step_benchmark_compares_resident_and_piped(records_dir):
                             overhead_batch=16, overhead_steps_per_loop=5)
     names = [v["name"] for v in result["variants"]]
     assert names == ["train loop, 2-variable model, 8 px resident batch",
-                     "train loop fixed cost, EfficientNetB2's 301 variables + Adam, 8 px resident batch",
+                     "train loop, EfficientNetB2's 305 variables + Adam, 8 px resident batch",
+                     "train loop fixed cost, 305 one-value variables + Adam, 8 px resident batch",
                      "cached 32 px input alone", "train loop + trivial model on cached 32 px input",
                      "host ceiling = min(fixed cost, input)", "train step, input pipeline",
                      "precise BatchNorm statistics (8 batches)"]
     rates = [v["img_per_s"] for v in result["variants"]]
-    assert all(rate > 0 for rate in rates) and rates[4] == min(rates[1:3])
-    assert result["loop_headroom_over_h200_b2"] == rates[4] / train_step.H200_B2_128_IMG_PER_S
-    assert result["variants"][1]["settings"]["replicas"] == 1
+    assert all(rate > 0 for rate in rates) and rates[5] == min(rates[2:4])
+    assert result["loop_headroom_over_h200_b2"] == rates[5] / train_step.H200_B2_128_IMG_PER_S
+    assert result["variants"][2]["settings"]["replicas"] == 1
     precise = result["variants"][-1]
     # its share of an epoch: pass seconds / (steps per epoch / steps per second)
-    steps_per_second = rates[5] / 8
+    steps_per_second = rates[6] / 8
     assert precise["kermany_epoch_share"] == pytest.approx(precise["seconds_per_pass"] / (5216 // 8 / steps_per_second))
 
 

@@ -227,8 +227,9 @@ def train_and_evaluate(config, log=print, flags_text=None):
             elapsed = time.time() - loop_start
             if not built:
                 built = True
-                log(f"training step traced and built for {strategy.num_replicas_in_sync} replica(s) in {elapsed:.1f} s "
-                    "(first call; MirroredStrategy traces the replica function once per replica)")
+                replicas = strategy.num_replicas_in_sync
+                log(f"training step traced and built in {elapsed:.1f} s (first call"
+                    + ("; the replica function is traced once per replica)" if replicas > 1 else ")"))
             totals += loop
             step_in_epoch += count
             global_step += count

@@ -55,6 +55,28 @@ class AgreedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         return tf.equal(overflowed, 0.0)
 
 
+@keras.saving.register_keras_serializable(package="cxr_fast")
+class FusedAdam(keras.optimizers.Adam):
+    """Keras' Adam whose update of each variable is TensorFlow's fused kernel (ResourceApplyAdam:
+    the same formula, epsilon outside the square root) instead of ~15 small ops.
+
+    The optimizer is applied outside XLA, per variable and per replica, so its op count is host
+    work every step: EfficientNetB2 + head has 305 trainable variables.  Measured here (305
+    one-value variables, 200 updates in one tf.function): 7.75 ms per update with Keras' ops,
+    1.64 ms fused; the weights agree to float rounding (tests/training/test_steps.py).
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].value.handle, v=self._velocities[index].value.handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+
+
 def _all_layers(model):
     """Every layer of `model`, nested models included, depth first, in order."""
     for layer in getattr(model, "layers", ()):
@@ -83,7 +105,7 @@ class Steps:
         self.seed = config.seed
         with strategy.scope():
             self.model, self.backbone = (build_model or model_lib.build_model)(config.model)
-            optimizer = keras.optimizers.Adam(config.learning_rate)
+            optimizer = FusedAdam(config.learning_rate)
             if policy == "mixed_float16":
                 optimizer = AgreedLossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)  # before the first step, inside the scope

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from cxr_fast.training.steps import Steps
+from cxr_fast.training.steps import FusedAdam, Steps
 
 pytestmark = pytest.mark.heavy(30)  # ~seconds here; scheduled first (tests/conftest.py)
 
@@ -114,3 +114,17 @@ def test_gated_ramp_holds_at_flips_only_until_started():
     steps.start_ramp(200)
     assert steps.ramp_started
     assert [float(step(tf.constant(s, tf.int64))) for s in (199, 200, 250, 300, 5000)] == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_fused_adam_updates_as_keras_adam():
+    # TensorFlow's fused kernel for the trainer's optimizer: the same weights, step after step.
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(3, 4)).astype(np.float32)
+    weights = [keras.Variable(start), keras.Variable(start)]
+    optimizers = [keras.optimizers.Adam(1e-2), FusedAdam(1e-2)]
+    for step in range(5):
+        gradient = tf.constant(rng.normal(size=(3, 4)).astype(np.float32))
+        for optimizer, weight in zip(optimizers, weights):
+            optimizer.apply_gradients([(gradient, weight)])
+    assert not np.allclose(weights[0].numpy(), start)
+    np.testing.assert_allclose(weights[1].numpy(), weights[0].numpy(), rtol=1e-5, atol=1e-6)
