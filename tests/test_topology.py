@@ -83,6 +83,16 @@ def test_train_killed_resumed_evaluated_exported(replicas, records_dir, tmp_path
     assert (tmp_path / "serving" / "1" / "saved_model.pb").is_file()
 
 
+def test_deterministic_run_on_two_replicas(records_dir, tmp_path):
+    # TensorFlow's op determinism refuses some ops (tf.timestamp: the input-wait figure is dropped).
+    result = run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={tmp_path / 'run'}", *SMALL,
+                 "--epochs=1", "--strategy=mirrored", "--deterministic", env={"CXR_FAST_CPU_DEVICES": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "with 2 replicas, precision float32, XLA off, op determinism on" in result.stdout
+    assert "img/s" in result.stdout and "input wait" not in result.stdout
+    assert _json(tmp_path / "run" / "summary.json")["epochs_trained"] == 1
+
+
 def test_the_switch_is_read_once_and_checked():
     assert topology.cpu_devices({}) == 0 and topology.cpu_devices({topology.ENV: " 4 "}) == 4
     for bad in ("0", "-2", "four", "65"):

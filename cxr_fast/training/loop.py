@@ -241,7 +241,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
                 last_print = time.time()
                 log(f"epoch {epoch + 1}/{config.epochs} step {step_in_epoch}/{steps_per_epoch} "
                     f"loss {totals[0] / totals[2]:.4f} acc {totals[1] / totals[2]:.3f} | "
-                    f"{loop[3] / elapsed:,.0f} img/s, input wait {100 * loop[4] / elapsed:.1f}%")
+                    f"{loop[3] / elapsed:,.0f} img/s" + ("" if config.deterministic else
+                                                         f", input wait {100 * loop[4] / elapsed:.1f}%"))
             if step_in_epoch < steps_per_epoch and _checkpoint_due(steps, workers, time.time() - last_checkpoint,
                                                                    config.checkpoint_every_secs):
                 checkpoint(totals.tolist())

@@ -100,6 +100,7 @@ class Steps:
     def __init__(self, config, strategy, class_weights, policy="float32", jit=False, build_model=None,
                  ramp_steps=0.0, ramp_start=0):
         self.strategy = strategy
+        self.time_input = not config.deterministic  # tf.timestamp is refused under op determinism
         self.ramp_steps = float(ramp_steps)  # augmentation strength (step - ramp start) / ramp_steps, in [0, 1]
         self.global_batch = config.data.global_batch_size
         self.seed = config.seed
@@ -294,14 +295,18 @@ class Steps:
     def _train_loop(self, iterator, steps, first_step):
         """Steps first_step .. first_step + steps - 1 in one call.
 
-        Returns [loss sum, correct, labels scored, images, seconds waiting for input], summed over replicas.
+        Returns [loss sum, correct, labels scored, images, seconds waiting for input (0 under op
+        determinism, which refuses timestamps)], summed over replicas.
         """
         self.strategy.run(lambda: self._sums.assign(tf.zeros([4], tf.float64)))
         waited = tf.constant(0.0, tf.float64)
         for step in tf.range(steps, dtype=tf.int64):
-            start = tf.timestamp()
-            images, labels = next(iterator)
-            waited += tf.timestamp() - start
+            if self.time_input:
+                start = tf.timestamp()
+                images, labels = next(iterator)
+                waited += tf.timestamp() - start
+            else:
+                images, labels = next(iterator)
             self.strategy.run(self.replica_step, (images, labels, first_step + step))
         return tf.concat([tf.identity(self._sums), [waited]], axis=0)
 
