@@ -40,6 +40,14 @@ def test_multi_worker_needs_tf_config(monkeypatch):
         strategy_lib.make_strategy("multi_worker")
 
 
+def test_collectives_are_nccl_between_gpus_and_ring_on_cpus_without_a_timeout_by_default():
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    gpus, cpus = strategy_lib.communication_options(True), strategy_lib.communication_options(False)
+    assert (gpus.implementation, cpus.implementation) == (implementation.NCCL, implementation.RING)
+    assert gpus.timeout_seconds is None and cpus.timeout_seconds is None
+    assert strategy_lib.communication_options(False, 30.0).timeout_seconds == 30.0
+
+
 def test_write_dir_is_private_off_the_chief(tmp_path):
     chief = strategy_lib.WriteDir(str(tmp_path), chief=True)
     assert chief.path == str(tmp_path)

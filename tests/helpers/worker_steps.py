@@ -1,4 +1,5 @@
 """A multi-worker process (TF_CONFIG set by cxr_fast.distributed.cluster); prints one JSON line:
+- collectives, timeout: the implementation and timeout the built strategy uses (default flags);
 - digest: of the augmented batch its replica draws at step 0 for the same images on every worker,
   and repeats: whether a second draw at the same step gives the same batch;
 - statistics: digest of every BatchNorm moving mean and variance after precise statistics on
@@ -15,7 +16,7 @@ from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.training.steps import Steps
 
-strategy = strategy_lib.make_strategy("multi_worker", collective_timeout_secs=60)
+strategy = strategy_lib.make_strategy("multi_worker")
 config = TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=8),
                      model=ModelConfig(backbone="tiny", image_size=32, weights="none"), augment=AugmentConfig(),
                      seed=3)
@@ -45,5 +46,6 @@ expected = first_bn_population(steps, np.concatenate(own))
 pooled = all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(first_bn_statistics(steps), expected))
 statistics = digest([v.value for layer in steps.backbone.layers if hasattr(layer, "moving_mean")
                      for v in (layer.moving_mean, layer.moving_variance)])
-print(json.dumps({"digest": first, "repeats": first == again, "statistics": statistics, "pooled": pooled}),
-      flush=True)
+options = strategy.extended._communication_options  # what the strategy was built with (no public reader)
+print(json.dumps({"digest": first, "repeats": first == again, "statistics": statistics, "pooled": pooled,
+                  "collectives": options.implementation.name, "timeout": options.timeout_seconds}), flush=True)

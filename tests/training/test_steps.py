@@ -3,6 +3,8 @@ model's input, a step per policy, with loss scaling under mixed_float16) and the
 forward/backward.  The tiny CNN carries these checks: they concern the step around the model, not
 the backbone, and an EfficientNetB0 graph took 50-80 s here per policy.  EfficientNet itself is
 built in tests/training/test_model.py and trains in `.ci/run`'s `./demo.sh --quick`."""
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -128,3 +130,16 @@ def test_fused_adam_updates_as_keras_adam():
             optimizer.apply_gradients([(gradient, weight)])
     assert not np.allclose(weights[0].numpy(), start)
     np.testing.assert_allclose(weights[1].numpy(), weights[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_loop_counts_images_apart_from_the_labels_it_scores():
+    # A multi-label batch of 4 images x 3 findings with 5 ignored labels: 7 labels scored, 4 images.
+    config = _config(augment="none")
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, findings=("a", "b", "c")))
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    steps = Steps(config, strategy, [[1.0, 1.0]] * 3)
+    labels = tf.constant([[1.0, -1, 0], [-1, -1, 1], [0, 0, -1], [1, -1, 1]])
+    images = np.zeros((4, 32, 32, 1), np.uint8)
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors((images, labels)).repeat()))
+    totals = steps.train_loop(iterator, tf.constant(1), tf.constant(0, tf.int64)).numpy()
+    assert (totals[2], totals[3]) == (7, 4)

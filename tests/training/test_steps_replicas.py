@@ -90,6 +90,8 @@ def test_two_workers_draw_different_augmentations_and_agree_on_statistics():
     assert reports["0"]["repeats"] and reports["1"]["repeats"]
     assert reports["0"]["statistics"] == reports["1"]["statistics"]  # every worker holds the same statistics
     assert reports["0"]["pooled"] and reports["1"]["pooled"]  # pooled over both workers' different batches
+    # CPU workers all-reduce by ring (GPU workers: NCCL, tests/distributed/test_strategy.py); no timeout thread
+    assert [(r["collectives"], r["timeout"]) for r in reports.values()] == [("RING", None)] * 2
 
 
 def test_synchronized_batchnorm_pools_the_global_batch_on_four_replicas():
