@@ -96,6 +96,10 @@ class ConvertConfig:
             raise InputError(f"--output_dir={self.output_dir} lies inside --data_dir; write the records elsewhere")
         return self
 
+    def inputs(self):
+        """What the conversion reads, which its output folder may never replace."""
+        return [(self.data_dir, "the images (--data_dir)"), (self.labels, "the label file (--labels)")]
+
     def _validate_labels(self):
         if not self.labels:
             if self.format or self.label_columns or self.views:
@@ -323,6 +327,10 @@ class TrainConfig:
             raise InputError("--model_dir is required")
         return self
 
+    def inputs(self):
+        """What training reads and writes beside --export_dir, which the export may never replace."""
+        return [(self.model_dir, "the run (--model_dir)"), (self.data.data_dir, "the record set (--data_dir)")]
+
     def batch_norm_synchronized(self, replicas):
         """Whether BatchNorm computes its moments over the global batch: `on`, or `auto` with several
         replicas that get fewer than SMALL_REPLICA_BATCH images each (noisy statistics per replica)."""
@@ -360,6 +368,14 @@ class EvalConfig:
     bootstrap: int = 1000
     batch_size: int = 64
     samples: int = 8
+    overwrite: bool = False  # replace an --output_dir that is not an earlier evaluation's
+
+    def output_path(self):
+        return self.output_dir or os.path.join(self.model_dir, f"eval_{self.split}")
+
+    def inputs(self):
+        """What the evaluation reads, which its output folder may never replace."""
+        return [(self.model_dir, "the model being evaluated (--model_dir)"), (self.data_dir, "the record set (--data_dir)")]
 
     def validate(self):
         if self.split not in ("train", "val", "test"):

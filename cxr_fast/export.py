@@ -13,7 +13,7 @@ from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
 flags.DEFINE_string("export_dir", None, "SavedModel folder to write (e.g. serving/NAME/VERSION).")
-flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir.")
+flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir (never the model's folder).")
 flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_PIXELS, "Refuse images declaring more pixels (from the header, "
                      "never decoded); fixed in the SavedModel.")
 flags.DEFINE_integer("max_image_bytes", DEFAULT_MAX_BYTES, "Refuse inputs of more bytes; fixed "
@@ -28,14 +28,15 @@ def main(argv):
     for name in ("max_image_pixels", "max_image_bytes"):
         if getattr(FLAGS, name) < 1:
             raise errors.InputError(f"--{name}={getattr(FLAGS, name)} must be at least 1")
-    atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir")
+    inputs = [(FLAGS.model, "the model (--model)")]
+    atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir", inputs=inputs)
     from cxr_fast.serving import inference  # after validation: bad flags fail before TensorFlow loads
     from cxr_fast.serving import savedmodel
 
     model, threshold = inference.load(FLAGS.model)
     findings, classes = inference.findings_of(FLAGS.model), inference.classes_of(FLAGS.model)
     path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
-                             FLAGS.max_image_bytes, findings, classes)
+                             FLAGS.max_image_bytes, findings, classes, inputs)
     outputs = (f"probabilities and labels per finding ({', '.join(findings)}), findings, error" if findings
                else f"probability, label, class ({' or '.join(classes)}), error")
     shown = (", ".join(f"{t:.3f}" for t in threshold) if isinstance(threshold, list) else f"{threshold:.3f}")

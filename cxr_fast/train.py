@@ -10,7 +10,7 @@ import sys
 
 from absl import flags
 
-from cxr_fast import entry, errors
+from cxr_fast import atomic, entry, errors
 from cxr_fast import config as config_lib
 from cxr_fast.data import recordset
 
@@ -127,6 +127,8 @@ def main(argv):
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     config = config_from_flags()
     recordset.open_record_set(config.data.data_dir).check_batch_size(config.data.global_batch_size)
+    if config.export_dir:  # an earlier export of this command is replaced; anything else is refused
+        atomic.check_output_dir(config.export_dir, False, "--export_dir", "train", config.inputs())
     # after validation: bad flags and a bad --data_dir fail before TensorFlow loads
     from cxr_fast.distributed import strategy as strategy_lib
     from cxr_fast.data import pipeline

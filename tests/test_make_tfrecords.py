@@ -29,3 +29,13 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert_one_line_error(run("tools.make_tfrecords", f"--data_dir={tmp_path}", f"--output_dir={tmp_path / 'o'}",
                               "--split_fractions=a,b,c"), "--split_fractions")
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_overwrite_never_removes_the_images(tmp_path):
+    from conftest import make_synthetic
+
+    images = make_synthetic(tmp_path / "project" / "images", num_patients=6)
+    result = run("tools.make_tfrecords", f"--data_dir={images}", f"--output_dir={tmp_path / 'project'}",
+                 "--overwrite", "--image_size=32")
+    assert_one_line_error(result, "--output_dir", "would replace the images")
+    assert os.listdir(images)  # the user's films are still there

@@ -1,6 +1,8 @@
 """The training command line's bad flags, each one clear line (killed mid-epoch and resumed on 1, 2 and 4
 replicas: tests/test_topology.py)."""
 
+import os
+
 import pytest
 
 from cli import assert_one_line_error, run
@@ -24,3 +26,17 @@ def test_bad_flags_are_one_clear_line(records_dir, tmp_path):
                               "--batch_size=100000"), "--batch_size")
     assert_one_line_error(run("cxr_fast.train", f"--data_dir={records}", f"--model_dir={tmp_path / 'e'}", *TINY,
                               "--head_dropout=half,0.2"), "--head_dropout=half,0.2", "must be numbers")
+
+
+def test_export_dir_never_replaces_the_run_or_a_users_folder(records_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    for export_dir, said in ((model_dir, "would replace the run"), (tmp_path, "would replace the run"),
+                             (records_dir, "would replace the record set")):
+        assert_one_line_error(run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={model_dir}", *TINY,
+                                  f"--export_dir={export_dir}"), "--export_dir", said)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    assert_one_line_error(run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={model_dir}", *TINY,
+                              f"--export_dir={mine}"), "--export_dir", "--overwrite")
+    assert os.listdir(mine) == ["notes.txt"]

@@ -35,7 +35,7 @@ from cxr_fast.errors import InputError
 def convert(config, log=logging.info):
     """Runs the conversion described by a ConvertConfig; returns the manifest dict."""
     config.validate()
-    atomic.check_output_dir(config.output_dir, config.overwrite)
+    atomic.check_output_dir(config.output_dir, config.overwrite, inputs=config.inputs())
     started = time.time()
     labels = _find_images(config, log)
     workers = config.num_workers or os.cpu_count() or 1
@@ -43,7 +43,7 @@ def convert(config, log=logging.info):
         images, skipped, duplicates = _fingerprint(labels, config, pool, log)
         assignment = _draw_split(images, config)
         order = _record_order(images, assignment, config.seed)
-        with atomic.staged_dir(config.output_dir, config.overwrite) as staging:
+        with atomic.staged_dir(config.output_dir, config.overwrite, inputs=config.inputs()) as staging:
             written, shards, failures, rate = _write_shards(order, assignment, labels, config, pool, staging, log)
             skipped = sorted(skipped + failures, key=lambda s: s.path)
             manifest = _manifest(config, labels, written, assignment, shards, skipped, duplicates, workers, rate,

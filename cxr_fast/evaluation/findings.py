@@ -39,7 +39,7 @@ def evaluate(config, record_set, threshold_choice, scored, output_dir, log):
     result = multilabel.evaluate(labels, probs, patients, names, threshold, config.bootstrap, anchors=anchors)
     result["threshold_choice"] = choice
     result["split"] = config.split
-    with atomic.staged_dir(output_dir, overwrite=True) as staging:
+    with atomic.staged_dir(output_dir, config.overwrite, "--output_dir", "evaluate", config.inputs()) as staging:
         _predictions_csv(os.path.join(staging, "predictions.csv"), names, files, patients, labels, probs)
         atomic.write_json(os.path.join(staging, "metrics.json"), result)
         figures = [(plots.roc_grid(labels, probs, names, result["per_finding"], os.path.join(staging, "roc_grid.png")),

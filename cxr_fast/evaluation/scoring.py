@@ -84,7 +84,7 @@ def evaluate(config, log=print):
     config.validate()
     model, _ = inference.load(config.model_dir, flag="--model_dir")
     record_set, data_config = _open(config, model)
-    output_dir = config.output_dir or os.path.join(config.model_dir, f"eval_{config.split}")
+    output_dir = config.output_path()
     threshold, choice = _threshold(config, model, record_set, data_config)
     if record_set.findings:
         labels, probs, patients, files, _ = _score(model, record_set, config.split, data_config)
@@ -95,7 +95,7 @@ def evaluate(config, log=print):
     result = metrics.evaluate(labels, probs, patients, threshold, config.bootstrap)
     result["threshold_choice"] = choice
     result["split"] = config.split
-    with atomic.staged_dir(output_dir, overwrite=True) as staging:
+    with atomic.staged_dir(output_dir, config.overwrite, "--output_dir", "evaluate", config.inputs()) as staging:
         _predictions_csv(os.path.join(staging, "predictions.csv"), files, patients, labels, probs, threshold)
         atomic.write_json(os.path.join(staging, "metrics.json"), result)
         figures = _figures(staging, config, result, labels, probs, files, images, threshold)

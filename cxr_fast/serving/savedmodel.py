@@ -100,14 +100,16 @@ class ServingModule(tf.Module):
 
 
 def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
-           max_bytes=DEFAULT_MAX_BYTES, findings=(), classes=CLASS_NAMES):
+           max_bytes=DEFAULT_MAX_BYTES, findings=(), classes=CLASS_NAMES, inputs=(), command=None):
     """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all.
 
     `findings`: a multi-label model's finding names, in the order of its outputs; `classes`: a
-    binary model's (negative, positive) names, the `class` it answers.
+    binary model's (negative, positive) names, the `class` it answers; `inputs`: (path, what)
+    pairs the export may never replace, `command`: the writer whose own earlier export is
+    replaced without `overwrite` (`atomic.check_output_dir`).
     """
     inference.output_thresholds(model, threshold, findings)
     module = ServingModule(model, threshold, max_pixels, max_bytes, findings, classes)
-    with atomic.staged_dir(export_dir, overwrite, flag="--export_dir") as staging:
+    with atomic.staged_dir(export_dir, overwrite, "--export_dir", command, inputs) as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
     return os.path.abspath(export_dir)

@@ -390,7 +390,7 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
         log("test: " + ", ".join(f"{k} {summary['test'][k]:.4f}" for k in ("loss", "accuracy", "auc", "precision",
                                                                         "recall", "f1") if summary["test"][k] is not None))
     if out.chief and config.export_dir:
-        summary["export"] = savedmodel.export(model, config.export_dir, overwrite=True,
+        summary["export"] = savedmodel.export(model, config.export_dir, inputs=config.inputs(), command="train",
                                               findings=config.model.findings, classes=config.model.classes)
         log(f"SavedModel for serving in {summary['export']}")
     if out.chief:

@@ -91,3 +91,19 @@ def test_cli(tiny_model_dir, records_dir, tmp_path):
     # a wrong --data_dir is named in one line (checked before TensorFlow loads)
     assert_one_line_error(run("cxr_fast.evaluate", f"--model_dir={model_dir}", f"--data_dir={tmp_path / 'absent'}"),
                           "manifest.json not found")
+
+
+def test_cli_never_replaces_the_model_or_a_users_folder(tiny_model_dir, records_dir, tmp_path):
+    before = sorted(os.listdir(tiny_model_dir))
+    for flags in ([f"--output_dir={tiny_model_dir}"], [f"--output_dir={tiny_model_dir}", "--overwrite"],
+                  [f"--output_dir={os.path.dirname(tiny_model_dir)}", "--overwrite"]):
+        result = run("cxr_fast.evaluate", f"--model_dir={tiny_model_dir}", f"--data_dir={records_dir}", *flags)
+        assert_one_line_error(result, "--output_dir", "would replace the model being evaluated")
+    assert sorted(os.listdir(tiny_model_dir)) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    result = run("cxr_fast.evaluate", f"--model_dir={tiny_model_dir}", f"--data_dir={records_dir}",
+                 f"--output_dir={mine}")
+    assert_one_line_error(result, "--output_dir", "--overwrite")
+    assert os.listdir(mine) == ["notes.txt"]
