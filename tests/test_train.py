@@ -1,6 +1,8 @@
 """The training command line's bad flags, each one clear line (killed mid-epoch and resumed on 1, 2 and 4
 replicas: tests/test_topology.py)."""
 
+import hashlib
+import json
 import os
 
 import pytest
@@ -40,3 +42,21 @@ def test_export_dir_never_replaces_the_run_or_a_users_folder(records_dir, tmp_pa
     assert_one_line_error(run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={model_dir}", *TINY,
                               f"--export_dir={mine}"), "--export_dir", "--overwrite")
     assert os.listdir(mine) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_train_shards_that_yield_no_records_are_an_error_not_a_spin(copy_of, tmp_path, cache):
+    # What a manifest naming the wrong files looks like: every train shard empty, its size and
+    # checksum "matching" (so the cheap checks pass) and its record count as before.
+    manifest_path = os.path.join(copy_of, "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    for shard in manifest["shards"]:
+        if shard["split"] == "train":
+            open(os.path.join(copy_of, shard["file"]), "wb").close()
+            shard["bytes"], shard["sha256"] = 0, hashlib.sha256(b"").hexdigest()
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    result = run("cxr_fast.train", f"--data_dir={copy_of}", f"--model_dir={tmp_path / 'run'}", *TINY,
+                 f"--cache={cache}", timeout=180)
+    assert_one_line_error(result, "fewer records than manifest.json counts", "--verify_records")

@@ -27,6 +27,7 @@ from cxr_fast.errors import InputError
 
 AUTOTUNE = tf.data.AUTOTUNE
 _SIZE_MESSAGE = "cxr_fast: records whose image size differs from manifest.json (first files):"
+_COUNT_MESSAGE = "cxr_fast: the train shards hold fewer records than manifest.json counts"
 
 
 def _split_files(record_set, split):
@@ -109,12 +110,14 @@ def _hash(seed, number):
                                        maxval=None, dtype=tf.int64)
 
 
-def _record_epochs(files, config, batch, steps):
+def _record_epochs(files, records, config, batch, steps):
     """epoch seed -> that epoch's `steps` batches of serialized records (decoded later, per batch).
 
     An epoch reads passes over the files, each pass with its own order (files shuffled, then
     records through the shuffle buffer); only an input pipeline whose files hold fewer than
-    `steps` batches starts a second pass.  Not `shuffle().repeat()`: its fused kernel fills the
+    `steps` batches starts a second pass.  The passes are as many as the manifest's `records`
+    need, plus one: files that hold fewer records than it says end the stream (an error in the
+    trainer, `readable_errors`) instead of an endless search for records.  Not `shuffle().repeat()`: its fused kernel fills the
     buffer across passes, reading up to `shuffle_buffer` records ahead, and an epoch that stops
     after `steps` batches throws that reading away (measured: 3x slower on raw records).
     Batching is serial so that nothing reads ahead past the epoch's last batch.
@@ -124,8 +127,10 @@ def _record_epochs(files, config, batch, steps):
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE)
         return ds.shuffle(max(config.shuffle_buffer, 1), seed=seed)
 
+    passes_needed = -(-steps * batch // records) + 1
+
     def epoch(seed):
-        passes = tf.data.Dataset.range(tf.int64.max).map(lambda number: _hash(seed, number))
+        passes = tf.data.Dataset.range(passes_needed).map(lambda number: _hash(seed, number))
         return passes.flat_map(one_pass).batch(batch, drop_remainder=True).take(steps)
 
     return epoch
@@ -146,11 +151,17 @@ def _cached_epochs(files, records, decode, config, batch, steps):
     count = steps * batch
     permutations = -(-count // records)
 
+    def gathered(order, images, labels):
+        check = tf.debugging.Assert(tf.equal(tf.shape(images)[0], records), [_COUNT_MESSAGE], summarize=1)
+        with tf.control_dependencies([check]):
+            return tf.data.Dataset.from_tensor_slices(order).map(
+                lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)), num_parallel_calls=AUTOTUNE)
+
     def epoch(seed):
         keys = tf.random.stateless_uniform([permutations, records], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
         order = tf.reshape(tf.reshape(tf.argsort(keys, axis=1), [-1])[:count], [steps, batch])
-        return table.flat_map(lambda images, labels: tf.data.Dataset.from_tensor_slices(order).map(
-            lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)), num_parallel_calls=AUTOTUNE))
+        # files that hold no record give no table, so the stream ends (see `readable_errors`)
+        return table.flat_map(lambda images, labels: gathered(order, images, labels))
 
     return epoch
 
@@ -203,14 +214,20 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
             job_name=config.service_job)).prefetch(AUTOTUNE)
     # An epoch of this pipeline: one per-replica batch for each of its replicas per global step.
     steps = local * (steps_per_epoch or max(1, record_set.num_records("train") // config.global_batch_size))
-    cached = cache_fits(record_set, config)
+    cached, records = cache_fits(record_set, config), sum(record_set.records[f] for f in files)
+    if not records:
+        raise InputError(f"{record_set.root}: the train shards of input pipeline {index} hold no records "
+                         "(manifest.json); write the record set again")
     if cached:
-        epoch = _cached_epochs(files, sum(record_set.records[f] for f in files), decode, config, batch, steps)
+        epoch = _cached_epochs(files, records, decode, config, batch, steps)
     else:
-        epoch = _record_epochs(files, config, batch, steps)
+        epoch = _record_epochs(files, records, config, batch, steps)
     first, skip = start
     last = tf.int64.max if epochs is None else first + epochs
-    ds = tf.data.Dataset.range(first, last).flat_map(lambda number: epoch(epoch_seed(config.seed, number, index)))
+    # An epoch that ends short (files holding fewer records than the manifest says) is an error, not
+    # the start of the next one: endless empty epochs would spin forever.
+    ds = tf.data.Dataset.range(first, last).flat_map(lambda number: epoch(epoch_seed(config.seed, number, index)).apply(
+        tf.data.experimental.assert_cardinality(steps)))
     ds = ds.skip(skip * local)
     if not cached:
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
@@ -234,9 +251,19 @@ def eval_dataset(record_set, split, config, with_metadata=False, batch_size=None
 @contextlib.contextmanager
 def readable_errors(root):
     """Turns TensorFlow's data errors while iterating records under `root` into one-line InputErrors."""
+    short = (f"{root}: the train shards yielded fewer records than manifest.json counts (a shard emptied, "
+             "cut or replaced?); check with --verify_records, or write the record set again")
     try:
         yield
+    except tf.errors.OutOfRangeError:  # training streams are endless: only missing records end them
+        raise InputError(short) from None
+    except tf.errors.FailedPreconditionError as err:
+        if "was expected to contain" not in err.message:  # an epoch shorter than its steps
+            raise
+        raise InputError(short) from None
     except tf.errors.InvalidArgumentError as err:
+        if _COUNT_MESSAGE in err.message:
+            raise InputError(short) from None
         if _SIZE_MESSAGE not in err.message:
             raise
         files = re.findall(r"\b[\w./-]+\.(?:jpe?g|png|bmp|tiff?)\b", err.message, flags=re.I)
