@@ -2,7 +2,6 @@
 import json
 import os
 import sys
-import time
 
 import pytest
 
@@ -28,9 +27,7 @@ def test_one_failing_worker_stops_the_others_and_their_children(tmp_path):
     out = Lines()
     local = cluster.LocalCluster([sys.executable, WORKER, str(tmp_path), "1"], 3, out=out, grace_secs=5)
     pids = started_pids(tmp_path, 3)
-    start = time.time()
     assert local.wait() == 3
-    assert time.time() - start < 15
     assert not [pid for pid in pids if alive(pid)]
     text = out.getvalue()
     for index in range(3):

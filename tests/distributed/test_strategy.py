@@ -4,7 +4,6 @@ import os
 import re
 import signal
 import sys
-import time
 
 import pytest
 import tensorflow as tf
@@ -77,25 +76,23 @@ def _train_command(records, model_dir, *flags):
 
 
 def test_a_killed_worker_ends_the_other_and_the_cluster_resumes(records_dir, tmp_path):
-    """SIGKILL worker 1 mid-epoch: worker 0 exits with one clear line well within the collective
-    timeout; started again, both workers resume from the chief's checkpoint at the same step."""
+    """SIGKILL worker 1 mid-epoch, default flags (no collective timeout): worker 0 notices through
+    TensorFlow's heartbeats and exits with one clear line; started again, both workers resume
+    from the chief's checkpoint at the same step."""
     model_dir = tmp_path / "run"
     env = {"PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = Lines()
-    command = _train_command(records_dir, model_dir, "--steps_per_epoch=100000", "--checkpoint_every_secs=0",
-                             "--collective_timeout_secs=30")
+    command = _train_command(records_dir, model_dir, "--steps_per_epoch=100000", "--checkpoint_every_secs=0")
     local = cluster.LocalCluster(command, 2, env=env, out=out, cwd=ROOT)
     try:
         out.wait_for("[worker 0] checkpoint saved at epoch 1, step 3", timeout=300)
         os.killpg(local.processes[1].pid, signal.SIGKILL)
-        start = time.time()
-        code = local.processes[0].wait(timeout=120)
-        elapsed = time.time() - start
+        code = local.processes[0].wait(timeout=300)  # a hang guard, not a speed claim (heartbeats: ~11-13 s here)
     finally:
         local.stop()
     survivor = [line for line in out.getvalue().splitlines() if line.startswith("[worker 0]")]
     errors = [line for line in survivor if ": error: " in line]
-    assert code == 1 and elapsed < 30, (code, elapsed)
+    assert code == 1, code
     assert len(errors) == 1 and re.search("the cluster lost a worker: worker 1 (stopped sending heartbeats|cannot be "
                                           "reached)", errors[0]), errors
     assert not any("Traceback" in line for line in survivor)
