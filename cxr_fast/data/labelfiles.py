@@ -214,6 +214,15 @@ def _generic(config, base):
     return classes, images, skipped
 
 
+def _below(data_dir, path):
+    """Whether `path` (from a label file) names a place below `data_dir`, `..` resolved, links not followed."""
+    if os.path.isabs(path) or os.path.splitdrive(path)[0]:
+        return False
+    top = os.path.normpath(os.path.abspath(data_dir))
+    full = os.path.normpath(os.path.join(top, path))
+    return full.startswith(top.rstrip(os.sep) + os.sep)
+
+
 _READERS = {"nih": _nih, "chexpert": _chexpert, "mimic": _mimic, "rsna": _rsna, "csv": _generic}
 
 
@@ -221,7 +230,10 @@ def read(config):
     """A ConvertConfig with `labels` -> (classes, sorted ImageFiles, Skipped, multilabel).
 
     Rows naming a file that is not below --data_dir are skipped as `missing_image`; rows whose
-    view is not in `config.views` (when given) as `view`.
+    path leads outside it (absolute, or `..` past its top) as `outside_data_dir`, so a label file
+    cannot make the converter read another file on the machine; rows whose view is not in
+    `config.views` (when given) as `view`.  Paths are judged as written (`..` resolved); symbolic
+    links inside --data_dir are followed, since the folder's owner put them there.
     """
     base = os.path.dirname(os.path.abspath(config.labels))
     classes, images, skipped = _READERS[config.format](config, base)
@@ -231,6 +243,8 @@ def read(config):
         if config.views and image.view not in config.views:
             skipped.append(Skipped(image.path, f"view: {image.view or 'unknown'} is not one of "
                                                f"{','.join(config.views)}"))
+        elif not _below(config.data_dir, image.path):
+            skipped.append(Skipped(image.path, "outside_data_dir: the label file's path leads outside --data_dir"))
         elif not os.path.isfile(os.path.join(config.data_dir, image.path)):
             skipped.append(Skipped(image.path, "missing_image: named in the label file, not found below --data_dir"))
         else:

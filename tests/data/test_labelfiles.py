@@ -160,3 +160,24 @@ def test_a_cell_that_is_not_a_label_skips_its_row_with_the_reason(tmp_path):
     bad = [s for s in skipped if s.reason.startswith("bad_label")]
     assert len(bad) == 1 and "'maybe'" in bad[0].reason and bad[0].path == rows[1][0]
     assert not any(im.patient == "csv:P7777" for im in images)
+
+
+def test_rows_whose_paths_lead_outside_data_dir_are_skipped(tmp_path):
+    labels = make_labelled(tmp_path / "data", "csv", num_patients=8)
+    rows = list(csv.reader(open(labels)))
+    film = os.path.join(str(tmp_path / "data"), rows[1][0])
+    outside = tmp_path / "elsewhere.png"  # a real film outside --data_dir
+    outside.write_bytes(open(film, "rb").read())
+    for path in (str(outside), "../elsewhere.png", "images/../../elsewhere.png", "/etc/passwd"):
+        rows.append([path, f"P{len(rows)}", "PA", "1", "0", "0"])
+    inside = f"films/../{rows[1][0]}"  # `..` that stays inside: kept
+    rows.append([inside, "P9999", "PA", "1", "0", "0"])
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    config = ConvertConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), labels=labels,
+                           format="csv", **LABEL_OPTIONS["csv"])
+    _, images, skipped, _ = labelfiles.read(config)
+    outside_rows = sorted(s.path for s in skipped if s.reason.startswith("outside_data_dir"))
+    assert outside_rows == sorted([str(outside), "../elsewhere.png", "images/../../elsewhere.png", "/etc/passwd"])
+    assert not any("elsewhere" in im.path or im.path == "/etc/passwd" for im in images)
+    assert any(im.path == inside for im in images)
