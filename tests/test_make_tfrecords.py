@@ -39,3 +39,37 @@ def test_overwrite_never_removes_the_images(tmp_path):
                  "--overwrite", "--image_size=32")
     assert_one_line_error(result, "--output_dir", "would replace the images")
     assert os.listdir(images)  # the user's films are still there
+
+
+def test_a_killed_worker_is_one_line_naming_a_file_not_a_wait(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli import ROOT
+    from conftest import make_synthetic
+
+    images = make_synthetic(tmp_path / "images", num_patients=80)
+    command = [sys.executable, "-m", "tools.make_tfrecords", f"--data_dir={images}", f"--output_dir={tmp_path / 'out'}",
+               "--num_workers=2", "--image_size=0", "--encoding=png"]  # full-size PNG: seconds of work per worker
+    process = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    killed = None
+    while killed is None and process.poll() is None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                status = open(f"/proc/{pid}/status").read()
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if f"\nPPid:\t{process.pid}\n" in status and b"spawn_main" in cmdline:
+                os.kill(int(pid), signal.SIGKILL)  # what the OOM killer does
+                killed = pid
+                break
+        time.sleep(0.05)
+    assert killed, "no worker process was seen"
+    out, err = process.communicate(timeout=120)  # a hang guard: before, the parent waited forever
+    assert process.returncode == 2, err[-2000:]
+    assert "Traceback" not in err and "a conversion worker died" in err and images in err, err[-2000:]
+    assert not (tmp_path / "out").exists()

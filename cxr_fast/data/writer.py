@@ -107,6 +107,16 @@ class _Progress:
         return self.done / max(time.time() - self.start, 1e-9)
 
 
+def _in_order(pool, fn, tasks, paths, chunksize):
+    """`pool.imap(fn, tasks)`; a worker that dies (the OOM killer, a signal) is one line naming the
+    file the results had reached, not a wait forever."""
+    try:
+        yield from pool.imap(fn, tasks, chunksize=chunksize)
+    except workers_lib.WorkerDied as err:
+        raise InputError(f"a conversion worker died (killed, or out of memory?) while converting {paths[err.index]} "
+                         "or a file after it; give the machine more memory or use fewer --num_workers") from None
+
+
 def _fingerprint(labels, config, pool, log):
     """Pass 1: hashes and header checks; returns (unique readable images, skipped, duplicates)."""
     images, skipped = labels.images, labels.skipped
@@ -114,7 +124,7 @@ def _fingerprint(labels, config, pool, log):
     progress = _Progress("checking", len(paths), log)
     sha1s, readable = {}, []
     tasks = ((p, config.max_image_pixels) for p in paths)
-    for image, (sha1, reason) in zip(images, pool.imap(imaging.fingerprint, tasks, chunksize=32)):
+    for image, (sha1, reason) in zip(images, _in_order(pool, imaging.fingerprint, tasks, paths, 32)):
         progress.step()
         if reason:
             skipped.append(dataset_index.Skipped(image.path, reason))
@@ -173,7 +183,8 @@ def _write_shards(order, assignment, labels, config, pool, staging, log):
     progress = _Progress("converting", len(order), log)
     written, failures, shards = [], [], collections.defaultdict(list)  # shards: split -> [tmp path, records]
     writer, current = None, None
-    for (image, sha1), result in zip(order, pool.imap(imaging.prepare, tasks, chunksize=8)):
+    paths = [os.path.join(config.data_dir, im.path) for im, _ in order]
+    for (image, sha1), result in zip(order, _in_order(pool, imaging.prepare, tasks, paths, 8)):
         progress.step()
         if isinstance(result, str):
             failures.append(dataset_index.Skipped(image.path, result))
