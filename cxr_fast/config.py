@@ -5,6 +5,7 @@ and never read flags, so tests build configs directly.  `validate()` raises Inpu
 the flag, so a bad value is reported before any work starts.
 """
 import dataclasses
+import math
 import os
 import re
 
@@ -15,6 +16,12 @@ LABEL_FORMATS = ("nih", "chexpert", "mimic", "rsna", "csv")  # tools.make_tfreco
 ENCODINGS = ("jpeg", "png", "raw")  # how records store their images
 DEFAULT_MAX_PIXELS = 64_000_000  # 8k x 8k; the largest Kermany film is 2916 x 2713 (7.9 MP)
 DEFAULT_MAX_BYTES = 32 * 2**20  # per served image; a 16-bit 3000x3000 PNG film is ~18 MB
+LIMIT_CEILING = 2**40  # --max_image_pixels / --max_image_bytes above this are typos (a TB of pixels)
+
+
+def check_limit(flag, value):
+    if not 1 <= value <= LIMIT_CEILING:
+        raise InputError(f"{flag}={value} must be in 1..{LIMIT_CEILING}")
 
 
 def parse_floats(values, flag, example):
@@ -23,6 +30,22 @@ def parse_floats(values, flag, example):
         return tuple(float(value) for value in values)
     except ValueError:
         raise InputError(f"{flag}={','.join(values)} must be numbers, e.g. {example}") from None
+
+
+MAX_IMAGE_SIZE = 4096  # pixels a side: a decoded 4096 x 4096 film is 16 MB; a typo of 100000 would be 10 GB
+MAX_SEED = 2**31 - 1
+
+
+def check_finite(**values):
+    """An InputError naming the first flag whose value is NaN or infinite."""
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise InputError(f"--{name}={value} must be a finite number")
+
+
+def check_size(flag, value, low=8):
+    if not low <= value <= MAX_IMAGE_SIZE:
+        raise InputError(f"{flag}={value} must be in {low}..{MAX_IMAGE_SIZE} pixels")
 
 
 _HOST_PORT = r"[^:/\s]+:\d{1,5}"
@@ -70,13 +93,18 @@ class ConvertConfig:
         if self.split not in SPLIT_POLICIES:
             raise InputError(f"--split={self.split} is not one of {', '.join(SPLIT_POLICIES)}")
         fractions = self.split_fractions
-        if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        check_finite(shard_size_mb=self.shard_size_mb)
+        if len(fractions) != 3 or not all(math.isfinite(f) and f >= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise InputError(f"--split_fractions={','.join(map(str, fractions))} must be three non-negative "
                              "numbers (train,val,test) that sum to 1")
         if fractions[0] <= 0 or fractions[1] <= 0:
             raise InputError("--split_fractions needs a train and a val fraction above 0")
         if self.image_size < 0 or 0 < self.image_size < 8:
             raise InputError(f"--image_size={self.image_size}: use 0 (full resolution) or at least 8 pixels")
+        if self.image_size:
+            check_size("--image_size", self.image_size)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed={self.seed} must be in 0..{MAX_SEED}")
         if self.encoding not in ENCODINGS:
             raise InputError(f"--encoding={self.encoding} is not one of {', '.join(ENCODINGS)}")
         if self.encoding == "raw" and self.image_size == 0:
@@ -89,8 +117,7 @@ class ConvertConfig:
             raise InputError(f"--min_shards={self.min_shards} must be at least 1")
         if self.num_workers < 0:
             raise InputError(f"--num_workers={self.num_workers} must be 0 (all cores) or more")
-        if self.max_image_pixels < 1:
-            raise InputError(f"--max_image_pixels={self.max_image_pixels} must be at least 1")
+        check_limit("--max_image_pixels", self.max_image_pixels)
         out, data = os.path.abspath(self.output_dir), os.path.abspath(self.data_dir)
         if out == data or out.startswith(data + os.sep):
             raise InputError(f"--output_dir={self.output_dir} lies inside --data_dir; write the records elsewhere")
@@ -173,8 +200,9 @@ class DataConfig:
     service_job: str = "cxr_fast"  # the job all trainers of one run share (the trainer names it per run)
 
     def validate(self):
-        if self.image_size < 8:
-            raise InputError(f"--image_size={self.image_size} must be at least 8")
+        check_size("--image_size", self.image_size)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"--seed={self.seed} must be in 0..{MAX_SEED}")
         if self.global_batch_size < 1:
             raise InputError(f"--batch_size={self.global_batch_size} must be at least 1")
         if self.channels not in (1, 3):
@@ -252,8 +280,7 @@ class ModelConfig:
             raise InputError("--freeze_layers must be >= 0 and --freeze_fraction in [0, 1]")
         if self.freeze_layers and self.freeze_fraction:
             raise InputError("give --freeze_layers or --freeze_fraction, not both")
-        if self.image_size < 32:
-            raise InputError(f"--image_size={self.image_size} must be at least 32 for EfficientNet")
+        check_size("--image_size", self.image_size, low=32)  # EfficientNet's smallest input
         if len(self.head_dropout) != 2 or not all(0.0 <= rate < 1.0 for rate in self.head_dropout):
             raise InputError(f"--head_dropout={','.join(map(str, self.head_dropout))} must be two rates in [0, 1)")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -305,8 +332,14 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name}={getattr(self, name)} is not one of {', '.join(allowed)}")
-        if self.epochs < 1 or self.learning_rate <= 0:
-            raise InputError("--epochs must be at least 1 and --learning_rate above 0")
+        check_finite(learning_rate=self.learning_rate, min_learning_rate=self.min_learning_rate,
+                     reduce_lr_factor=self.reduce_lr_factor, checkpoint_every_secs=self.checkpoint_every_secs,
+                     collective_timeout_secs=self.collective_timeout_secs, augment_ramp_epochs=self.augment_ramp_epochs,
+                     augment_ramp_start_auc=self.augment_ramp_start_auc)
+        if self.epochs < 1 or self.learning_rate <= 0 or self.min_learning_rate < 0:
+            raise InputError("--epochs must be at least 1, --learning_rate above 0 and --min_learning_rate not negative")
+        if not 0 < self.reduce_lr_factor < 1:
+            raise InputError(f"--reduce_lr_factor={self.reduce_lr_factor} must be in (0, 1)")
         if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs, self.precise_bn_batches,
                self.collective_timeout_secs) < 0:
             raise InputError("--steps_per_epoch, --steps_per_loop, --checkpoint_every_secs, --precise_bn_batches and "

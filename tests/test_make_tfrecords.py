@@ -73,3 +73,12 @@ def test_a_killed_worker_is_one_line_naming_a_file_not_a_wait(tmp_path):
     assert process.returncode == 2, err[-2000:]
     assert "Traceback" not in err and "a conversion worker died" in err and images in err, err[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_nonsense_numbers_are_one_line_errors(tmp_path):
+    (tmp_path / "data").mkdir()
+    for flag, said in (("--split_fractions=nan,0.5,0.5", "--split_fractions"), ("--shard_size_mb=nan", "finite"),
+                       ("--image_size=100000", "--image_size=100000 must be in"), ("--seed=-1", "--seed=-1"),
+                       ("--max_image_pixels=100000000000000000", "--max_image_pixels")):
+        assert_one_line_error(run("tools.make_tfrecords", f"--data_dir={tmp_path / 'data'}",
+                                  f"--output_dir={tmp_path / 'out'}", flag), said)

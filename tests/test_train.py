@@ -60,3 +60,17 @@ def test_train_shards_that_yield_no_records_are_an_error_not_a_spin(copy_of, tmp
     result = run("cxr_fast.train", f"--data_dir={copy_of}", f"--model_dir={tmp_path / 'run'}", *TINY,
                  f"--cache={cache}", timeout=180)
     assert_one_line_error(result, "fewer records than manifest.json counts", "--verify_records")
+
+
+@pytest.mark.parametrize("flag, said", [
+    ("--learning_rate=nan", "--learning_rate=nan must be a finite number"),
+    ("--min_learning_rate=inf", "--min_learning_rate=inf must be a finite number"),
+    ("--reduce_lr_factor=nan", "--reduce_lr_factor=nan must be a finite number"),
+    ("--reduce_lr_factor=1.5", "--reduce_lr_factor=1.5 must be in (0, 1)"),
+    ("--checkpoint_every_secs=nan", "--checkpoint_every_secs=nan must be a finite number"),
+    ("--seed=-1", "--seed=-1 must be in"),
+    ("--image_size=100000", "--image_size=100000 must be in"),
+])
+def test_nonsense_numbers_are_one_line_errors(records_dir, tmp_path, flag, said):
+    assert_one_line_error(run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={tmp_path / 'run'}", *TINY,
+                              flag), said)
