@@ -402,6 +402,7 @@ class EvalConfig:
     batch_size: int = 64
     samples: int = 8
     overwrite: bool = False  # replace an --output_dir that is not an earlier evaluation's
+    verify: bool = False  # sha256 and record count of every shard against the manifest before scoring
 
     def output_path(self):
         return self.output_dir or os.path.join(self.model_dir, f"eval_{self.split}")

@@ -21,6 +21,7 @@ flags.DEFINE_string("output_dir", "", "Default: {model_dir}/eval_{split}.")
 flags.DEFINE_integer("bootstrap", 1000, "Bootstrap resamples (of patients) for 95% intervals; 0 skips them.")
 flags.DEFINE_integer("batch_size", 64, "Images per prediction batch.")
 flags.DEFINE_integer("samples", 8, "Images in the sample and mistake grids.")
+flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 and record count against the manifest first.")
 flags.DEFINE_bool("overwrite", False, "Replace an --output_dir that holds other files than an earlier evaluation's "
                   "(never the model or the record set).")
 flags.mark_flags_as_required(["model_dir", "data_dir"])
@@ -33,7 +34,8 @@ def main(argv):
     config = config_lib.EvalConfig(
         model_dir=FLAGS.model_dir, data_dir=FLAGS.data_dir, split=FLAGS.split, threshold=FLAGS.threshold,
         target_recall=FLAGS.target_recall, output_dir=FLAGS.output_dir, bootstrap=FLAGS.bootstrap,
-        batch_size=FLAGS.batch_size, samples=FLAGS.samples, overwrite=FLAGS.overwrite).validate()
+        batch_size=FLAGS.batch_size, samples=FLAGS.samples, overwrite=FLAGS.overwrite,
+        verify=FLAGS.verify_records).validate()
     recordset.open_record_set(config.data_dir).check_split(config.split)  # no TensorFlow yet: fails in 0.2 s
     atomic.check_output_dir(config.output_path(), config.overwrite, "--output_dir", "evaluate", config.inputs())
     from cxr_fast.evaluation import scoring  # after validation: bad flags and a bad --data_dir fail before TF loads

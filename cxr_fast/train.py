@@ -25,7 +25,8 @@ flags.DEFINE_integer("shuffle_buffer", 16384, "Records in the shuffle buffer whe
                      "a cached split is fully permuted every epoch.")
 flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher (tools.data_service): "
                     "read and decode the training split there; evaluation still reads locally.")
-flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 against the manifest before training.")
+flags.DEFINE_bool("verify_records", False, "Check every shard's sha256 and record count against the manifest "
+                  "before training.")
 # Model
 flags.DEFINE_enum("backbone", "B2", list(config_lib.BACKBONES), "EfficientNet variant; tiny: a small CNN for "
                   "plumbing checks (needs --weights=none), not for results.")

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import struct
 
 from cxr_fast.errors import InputError
 
@@ -94,9 +95,49 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
+def count_records(path):
+    """The records in a TFRecord file, from its framing alone (length, CRC, data, CRC per record)."""
+    count, size = 0, os.path.getsize(path)
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            header = f.read(12)
+            if len(header) < 12:
+                return -1
+            length = struct.unpack("<Q", header[:8])[0]
+            if f.tell() + length + 4 > size:
+                return -1  # cut short
+            f.seek(length + 4, os.SEEK_CUR)
+            count += 1
+    return count
+
+
+def _check_counts(path, manifest):
+    """The manifest's split counts must be what its shards say they hold (a cheap check of an edit)."""
+    shards = {}
+    for shard in manifest["shards"]:
+        if not (isinstance(shard["records"], int) and shard["records"] >= 0 and isinstance(shard["bytes"], int)):
+            raise InputError(f"{path}: shard {shard['file']} has a bad record count or size; write the record set again")
+        shards[shard["split"]] = shards.get(shard["split"], 0) + shard["records"]
+    for split, total in shards.items():
+        counted = manifest["counts"][split]["total"]
+        if counted != total:
+            raise InputError(f"{path} says the {split} split holds {counted} records but its shards hold {total}; "
+                             "the manifest was changed: write the record set again")
+
+
 def open_record_set(data_dir, verify=False):
-    """Loads the manifest and checks every shard it lists: present, complete, and (verify) its sha256."""
+    """Loads the manifest and checks every shard it lists: present, complete, counted as the splits
+    say, and with `verify` its sha256 and the records it really holds."""
     manifest = load_manifest(data_dir)
+    try:
+        _check_counts(os.path.join(data_dir, MANIFEST), manifest)
+        return _open_checked(data_dir, manifest, verify)
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{os.path.join(data_dir, MANIFEST)} lacks or garbles {err}; write the record set again") \
+            from None
+
+
+def _open_checked(data_dir, manifest, verify):
     if not manifest["image"].get("fixed_size"):
         raise InputError(f"{data_dir} holds full-resolution records of varying size; write the set again "
                          "with a fixed --image_size (e.g. 128 or 256) for training")
@@ -110,6 +151,9 @@ def open_record_set(data_dir, verify=False):
                              "the shard is truncated or was changed; copy or write the record set again")
         if verify and sha256_file(path) != shard["sha256"]:
             raise InputError(f"{path} does not match its sha256 in manifest.json; copy or write the record set again")
+        if verify and count_records(path) != shard["records"]:
+            raise InputError(f"{path} holds {count_records(path)} records, manifest.json says {shard['records']}; "
+                             "write the record set again")
         files.setdefault(shard["split"], []).append(path)
         records[path] = shard["records"]
     return RecordSet(data_dir, manifest, {split: tuple(paths) for split, paths in files.items()}, records)

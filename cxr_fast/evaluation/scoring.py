@@ -36,7 +36,7 @@ def _score(model, record_set, split, data_config, keep_images=False):
 
 
 def _open(config, model):
-    record_set = recordset.open_record_set(config.data_dir)
+    record_set = recordset.open_record_set(config.data_dir, config.verify)
     size, channels = model.input_shape[1], model.input_shape[3]
     stored = record_set.stored_size
     if stored != (size, size):

@@ -53,3 +53,38 @@ def test_checked_without_tensorflow(records_dir):
             f"recordset.open_record_set({records_dir!r}, verify=True); assert 'tensorflow' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _edit_manifest(folder, change):
+    path = os.path.join(folder, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    change(manifest)
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+
+
+def test_a_manifest_whose_counts_were_edited_is_refused(copy_of):
+    _edit_manifest(copy_of, lambda m: m["counts"]["train"].update(total=4300))
+    with pytest.raises(InputError, match="train split holds 4300 records but its shards hold"):
+        recordset.open_record_set(copy_of)
+
+
+@pytest.mark.parametrize("change", [lambda m: m["counts"].pop("val"), lambda m: m["shards"][0].pop("records"),
+                                    lambda m: m["shards"][0].update(records=-3)])
+def test_a_manifest_missing_or_garbling_a_key_is_one_error(copy_of, change):
+    _edit_manifest(copy_of, change)
+    with pytest.raises(InputError, match="manifest.json"):
+        recordset.open_record_set(copy_of)
+
+
+def test_verify_counts_the_records_each_shard_really_holds(copy_of):
+    def lie(manifest):  # one more record in a train shard and its split, consistently
+        shard = next(s for s in manifest["shards"] if s["split"] == "train")
+        shard["records"] += 1
+        manifest["counts"]["train"]["total"] += 1
+
+    _edit_manifest(copy_of, lie)
+    recordset.open_record_set(copy_of)  # the cheap checks cannot see it
+    with pytest.raises(InputError, match="holds .* records, manifest.json says"):
+        recordset.open_record_set(copy_of, verify=True)
