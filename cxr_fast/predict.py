@@ -44,14 +44,15 @@ def main(argv):
         raise errors.InputError(f"no image files in {', '.join(paths)}")
     if FLAGS.gradcam_dir:
         os.makedirs(FLAGS.gradcam_dir, exist_ok=True)
-    results = inference.classify(model, threshold, files, FLAGS.batch_size, FLAGS.max_image_pixels,
-                                 FLAGS.gradcam_dir, findings=inference.findings_of(FLAGS.model),
-                                 classes=inference.classes_of(FLAGS.model))
-    for result in results:
+    results = inference.stream(model, threshold, files, FLAGS.batch_size, FLAGS.max_image_pixels,
+                               FLAGS.gradcam_dir, findings=inference.findings_of(FLAGS.model),
+                               classes=inference.classes_of(FLAGS.model))
+    failed = 0
+    for result in results:  # printed as each batch is scored: memory stays flat however many files
         print(json.dumps(result), flush=True)
-    failed = sum("error" in r for r in results)
+        failed += "error" in result
     if failed:
-        print(f"predict: {failed} of {len(results)} files could not be classified", file=sys.stderr)
+        print(f"predict: {failed} of {len(files)} files could not be classified", file=sys.stderr)
         sys.exit(1)
 
 

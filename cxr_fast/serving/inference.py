@@ -99,15 +99,28 @@ def expand(paths):
 
 def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None,
              findings=(), classes=dataset_index.CLASS_NAMES):
+    """`stream`'s results as a list."""
+    return list(stream(model, threshold, paths, batch_size, max_pixels, gradcam_dir, findings, classes))
+
+
+def stream(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None,
+           findings=(), classes=dataset_index.CLASS_NAMES):
     """One result dict per file, in order: file, probability, label, threshold (or file, error).
 
     `label` is one of `classes` (negative, positive).  A multi-label model (`findings` named) gives
     `probabilities` ({finding: probability}) and `findings` (those at or above the threshold)
     instead of probability and label.  With `gradcam_dir`, `gradcam` is the overlay's path (a
     multi-label model: {finding: path} for each finding found, the map of that finding).
+    Files are read, decoded and scored `batch_size` at a time, so memory stays flat however many.
     """
-    size, channels = model.input_shape[1], model.input_shape[3]
     limits = output_thresholds(model, threshold, findings)
+    for start in range(0, len(paths), batch_size):
+        yield from _classify_batch(model, limits, paths[start:start + batch_size], start, max_pixels, gradcam_dir,
+                                   findings, classes, threshold)
+
+
+def _classify_batch(model, limits, paths, offset, max_pixels, gradcam_dir, findings, classes, threshold):
+    size, channels = model.input_shape[1], model.input_shape[3]
     results, ready = [], []
     for path in paths:
         try:
@@ -121,32 +134,33 @@ def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_
             results.append({"file": path, "error": str(err)})
             continue
         results.append({"file": path})
-        ready.append((len(results) - 1, gray, data))
-    for start in range(0, len(ready), batch_size):
-        chunk = ready[start:start + batch_size]
-        batch = np.stack([gray for _, gray, _ in chunk])[..., None]
-        if channels == 3:
-            batch = np.repeat(batch, 3, axis=-1)
-        probs = model.predict_on_batch(batch).reshape(len(chunk), -1)
-        found = probs >= np.array(limits)  # [B, outputs]
-        # Grad-CAM per output asked for: the binary one always, a finding where some image has it
-        wanted = [k for k in range(probs.shape[1]) if not findings or found[:, k].any()] if gradcam_dir else []
-        maps = {k: gradcam.heatmaps(model, batch, k) for k in wanted}
-        for k, ((index, _, data), prob) in enumerate(zip(chunk, probs)):
-            result = results[index]
+        ready.append((len(results) - 1, gray, data if gradcam_dir else None))  # bytes kept only for overlays
+    if not ready:
+        return results
+    batch = np.stack([gray for _, gray, _ in ready])[..., None]
+    if channels == 3:
+        batch = np.repeat(batch, 3, axis=-1)
+    probs = model.predict_on_batch(batch).reshape(len(ready), -1)
+    found = probs >= np.array(limits)  # [B, outputs]
+    # Grad-CAM per output asked for: the binary one always, a finding where some image has it
+    wanted = [k for k in range(probs.shape[1]) if not findings or found[:, k].any()] if gradcam_dir else []
+    maps = {k: gradcam.heatmaps(model, batch, k) for k in wanted}
+    for k, ((index, _, data), prob) in enumerate(zip(ready, probs)):
+        result = results[index]
+        if findings:
+            result.update(probabilities={n: float(p) for n, p in zip(findings, prob)},
+                          findings=[n for n, hit in zip(findings, found[k]) if hit], threshold=threshold)
+        else:
+            result.update(probability=float(prob[0]), label=classes[int(found[k, 0])], threshold=threshold)
+        if gradcam_dir:
+            full = imaging.load_gray(data, 0, max_pixels)
+            stem = os.path.join(gradcam_dir, os.path.splitext(os.path.basename(result["file"]))[0]
+                                + f".{offset + index}")
             if findings:
-                result.update(probabilities={n: float(p) for n, p in zip(findings, prob)},
-                              findings=[n for n, hit in zip(findings, found[k]) if hit], threshold=threshold)
+                result["gradcam"] = {n: gradcam.overlay(full, maps[j][k], f"{stem}.{n}.gradcam.png")
+                                     for j, n in enumerate(findings) if found[k, j]}
             else:
-                result.update(probability=float(prob[0]), label=classes[int(found[k, 0])], threshold=threshold)
-            if gradcam_dir:
-                full = imaging.load_gray(data, 0, max_pixels)
-                stem = os.path.join(gradcam_dir, os.path.splitext(os.path.basename(result["file"]))[0] + f".{index}")
-                if findings:
-                    result["gradcam"] = {n: gradcam.overlay(full, maps[j][k], f"{stem}.{n}.gradcam.png")
-                                         for j, n in enumerate(findings) if found[k, j]}
-                else:
-                    result["gradcam"] = gradcam.overlay(full, maps[0][k], f"{stem}.gradcam.png")
+                result["gradcam"] = gradcam.overlay(full, maps[0][k], f"{stem}.gradcam.png")
     return results
 
 

@@ -40,6 +40,24 @@ def test_classify_scores_good_files_and_reports_bad_ones(tiny_model_dir, files):
     assert inference.classes_of(good[0]) == ("NORMAL", "PNEUMONIA") and inference.findings_of(good[0]) == ()
 
 
+def test_files_are_read_a_batch_at_a_time(tiny_model_dir, files, tmp_path):
+    # Memory flat in the number of files: a file is not opened before its batch is scored, so the
+    # files of later batches, removed after the first batch's results came back, are not found.
+    good = files[0]
+    copies = []
+    for index in range(6):
+        copies.append(tmp_path / f"film{index}.jpeg")
+        copies[-1].write_bytes(open(good[index % len(good)], "rb").read())
+    model, threshold = inference.load(tiny_model_dir)
+    results = inference.stream(model, threshold, [str(c) for c in copies], batch_size=2)
+    first = [next(results), next(results)]
+    for later in copies[2:]:
+        later.unlink()
+    rest = list(results)
+    assert [("error" in r) for r in first + rest] == [False, False, True, True, True, True]
+    assert all(r["error"].startswith("unreadable") for r in rest)
+
+
 def test_oversized_image_is_refused(tiny_model_dir, files):
     model, threshold = inference.load(tiny_model_dir)
     result = inference.classify(model, threshold, [files[0][0]], max_pixels=100)[0]
