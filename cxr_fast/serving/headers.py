@@ -43,12 +43,14 @@ def png_size(raw, length):
 
 
 def jpeg_size(raw, length):
-    """(found, height, width) from a JPEG's first start-of-frame segment.
+    """(found, height, width) from a JPEG's first start-of-frame segment, found as libjpeg finds it.
 
-    Walks marker segments from the SOI: fill bytes (0xFF) skipped, standalone markers (TEM,
-    RSTn) two bytes, others their stored length; stops at the first SOFn (C0-CF except the
-    DHT, JPG and DAC markers C4, C8, CC), at a byte that is not a marker, at SOS or EOI, or at
-    the end of the bytes.
+    Walks from the SOI as libjpeg's `next_marker` does: bytes that are not 0xFF are skipped one
+    at a time (garbage), fill bytes (0xFF) skipped, `FF 00` skipped as garbage (it is no marker
+    and has no length), standalone markers (TEM, RSTn) two bytes, other segments their stored
+    length; stops at the first SOFn (C0-CF except the DHT, JPG and DAC markers C4, C8, CC), at
+    SOS or EOI, after _MAX_SEGMENTS steps, or at the end of the bytes.  A JPEG it cannot size is
+    refused, so the size checked is the size the decoder will allocate.
     """
     def condition(position, found, height, width, steps):
         return tf.logical_and(tf.logical_and(tf.logical_not(found), position + 9 <= length), steps < _MAX_SEGMENTS)
@@ -57,10 +59,13 @@ def jpeg_size(raw, length):
         lead, marker = _at(raw, position), _at(raw, position + 1)
         is_sof = tf.logical_and(tf.logical_and(marker >= 0xC0, marker <= 0xCF),
                                 tf.logical_and(tf.logical_and(marker != 0xC4, marker != 0xC8), marker != 0xCC))
-        standalone = tf.logical_or(marker == 0x01, tf.logical_and(marker >= 0xD0, marker <= 0xD7))
-        stop = tf.logical_or(lead != 0xFF, tf.logical_or(marker == 0xDA, marker == 0xD9))
+        standalone = tf.logical_or(tf.logical_or(marker == 0x01, marker == 0x00),
+                                   tf.logical_and(marker >= 0xD0, marker <= 0xD7))
+        garbage = lead != 0xFF
+        stop = tf.logical_and(tf.logical_not(garbage), tf.logical_or(marker == 0xDA, marker == 0xD9))
+        is_sof = tf.logical_and(is_sof, tf.logical_not(garbage))
         segment = 2 + tf.cast(_big_endian(raw, position + 2, 2), tf.int32)
-        step = tf.where(marker == 0xFF, 1, tf.where(standalone, 2, segment))
+        step = tf.where(tf.logical_or(garbage, marker == 0xFF), 1, tf.where(standalone, 2, segment))
         next_position = tf.where(tf.logical_or(stop, is_sof), length, position + step)
         found = tf.logical_and(is_sof, tf.logical_not(stop))
         height = tf.where(found, _big_endian(raw, position + 5, 2), height)

@@ -62,3 +62,33 @@ def test_no_input_makes_the_header_ops_raise():
     sof_end = good[0].index(b"\xff\xc0") + 9  # a JPEG prefix passes the header check once it holds the frame header
     lengths = range(0, len(good[0]), 7)
     assert [reason == b"" for reason in out[:len(lengths)]] == [n >= sof_end for n in lengths]
+
+
+def _sof(height, width):
+    return b"\xff\xc0\x00\x11\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x03" + bytes(9)
+
+
+def test_ff00_is_skipped_as_libjpeg_skips_it_not_read_as_a_segment():
+    # The walk past the guard: after the SOI, `FF 00` (no marker to libjpeg, which skips it) read as a
+    # segment whose "length" (FF C0) jumps to a fake 64x64 frame header hidden in a comment, while
+    # libjpeg sizes the real 23000x23000 frame right after the `FF 00`.
+    head = b"\xff\xd8\xff\x00" + _sof(23000, 23000)
+    landing = 2 + 2 + 0xFFC0  # where a walk that took FF 00 for a segment would land
+    comment_start = len(head) + 4
+    filler = bytes(landing - comment_start)
+    comment = filler + _sof(64, 64) + bytes(64)
+    data = head + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + b"\xff\xd9"
+    raw, length = headers._bytes(tf.constant(data))
+    found, height, width = headers.jpeg_size(raw, length)
+    assert bool(found) and (int(height), int(width)) == (23000, 23000)
+    assert _refusal(data).startswith("too large: the image declares 23000x23000 pixels")
+
+
+def test_garbage_and_ff00_before_a_segment_are_skipped_as_libjpeg_does():
+    real = jpeg(40, 30)
+    for junk in (b"\xff\x00", b"\xff\x00\xff\x00\x55", b"\xff\xff\xff\x00\x12\x34"):
+        data = real[:2] + junk + real[2:]
+        decoded = tf.io.decode_jpeg(data)  # libjpeg: a warning about extraneous bytes, then the image
+        raw, length = headers._bytes(tf.constant(data))
+        found, height, width = headers.jpeg_size(raw, length)
+        assert bool(found) and (int(height), int(width)) == tuple(decoded.shape[:2]) == (40, 30), junk
