@@ -48,9 +48,14 @@ MIMIC_FILES = {"metadata": "mimic-cxr-2.0.0-metadata.csv", "split": "mimic-cxr-2
 def _rows(path):
     if not os.path.isfile(path):
         raise InputError(f"{path} not found: --labels must name the set's label file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames or [], list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            return reader.fieldnames or [], list(reader)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path} is not UTF-8 text (byte {err.start}); save the label file as UTF-8 CSV") from None
+    except csv.Error as err:  # a field over csv's size limit, a NUL byte, a broken quote
+        raise InputError(f"{path} is not a readable CSV file ({err}); is --labels the set's label file?") from None
 
 
 def _require(path, columns, needed):

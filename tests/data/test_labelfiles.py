@@ -181,3 +181,17 @@ def test_rows_whose_paths_lead_outside_data_dir_are_skipped(tmp_path):
     assert outside_rows == sorted([str(outside), "../elsewhere.png", "images/../../elsewhere.png", "/etc/passwd"])
     assert not any("elsewhere" in im.path or im.path == "/etc/passwd" for im in images)
     assert any(im.path == inside for im in images)
+
+
+@pytest.mark.parametrize("content, said", [
+    (b"file,patient,view,opacity\n\xff\xfe\x00bad,P1,PA,1\n", "is not UTF-8 text"),
+    (b"file,patient,view,opacity\n" + b"x" * (200 * 1024) + b",P1,PA,1\n", "is not a readable CSV file"),
+])
+def test_a_label_file_that_is_not_utf8_csv_is_one_error(tmp_path, content, said):
+    (tmp_path / "data").mkdir()
+    labels = tmp_path / "data" / "labels.csv"
+    labels.write_bytes(content)
+    config = ConvertConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), labels=str(labels),
+                           format="csv", path_column="file", patient_column="patient", label_columns=("opacity",))
+    with pytest.raises(InputError, match=said):
+        labelfiles.read(config)
