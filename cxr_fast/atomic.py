@@ -107,25 +107,23 @@ _STAGING = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?P<pid>\d+)-")
 
 
 def _alive(pid):
+    """Whether process `pid` exists (another user's counts: kill(0) is refused, not failed)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
 def remove_dead_staging(final_path):
-    """Removes the staging folders beside `final_path` left by runs whose process is gone; returns them."""
+    """Removes the staging folders beside `final_path` left by runs whose process is gone."""
     parent, name = os.path.split(os.path.abspath(final_path))
-    removed = []
     for entry in os.listdir(parent) if os.path.isdir(parent) else ():
         match = _STAGING.match(entry)
         if match and match["name"] == name and not _alive(int(match["pid"])):
             shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-            removed.append(entry)
-    return removed
 
 
 @contextlib.contextmanager

@@ -17,23 +17,14 @@ ENCODINGS = ("jpeg", "png", "raw")  # how records store their images
 DEFAULT_MAX_PIXELS = 64_000_000  # 8k x 8k; the largest Kermany film is 2916 x 2713 (7.9 MP)
 DEFAULT_MAX_BYTES = 32 * 2**20  # per served image; a 16-bit 3000x3000 PNG film is ~18 MB
 LIMIT_CEILING = 2**40  # --max_image_pixels / --max_image_bytes above this are typos (a TB of pixels)
-
-
-def check_limit(flag, value):
-    if not 1 <= value <= LIMIT_CEILING:
-        raise InputError(f"{flag}={value} must be in 1..{LIMIT_CEILING}")
-
-
-def parse_floats(values, flag, example):
-    """A list flag's strings as a tuple of floats; else an InputError naming `flag` with an example."""
-    try:
-        return tuple(float(value) for value in values)
-    except ValueError:
-        raise InputError(f"{flag}={','.join(values)} must be numbers, e.g. {example}") from None
-
-
 MAX_IMAGE_SIZE = 4096  # pixels a side: a decoded 4096 x 4096 film is 16 MB; a typo of 100000 would be 10 GB
 MAX_SEED = 2**31 - 1
+
+
+def check_range(flag, value, low, high, unit=""):
+    """An InputError naming `flag` unless low <= value <= high."""
+    if not low <= value <= high:
+        raise InputError(f"{flag}={value} must be in {low}..{high}{unit}")
 
 
 def check_finite(**values):
@@ -43,9 +34,12 @@ def check_finite(**values):
             raise InputError(f"--{name}={value} must be a finite number")
 
 
-def check_size(flag, value, low=8):
-    if not low <= value <= MAX_IMAGE_SIZE:
-        raise InputError(f"{flag}={value} must be in {low}..{MAX_IMAGE_SIZE} pixels")
+def parse_floats(values, flag, example):
+    """A list flag's strings as a tuple of floats; else an InputError naming `flag` with an example."""
+    try:
+        return tuple(float(value) for value in values)
+    except ValueError:
+        raise InputError(f"{flag}={','.join(values)} must be numbers, e.g. {example}") from None
 
 
 _HOST_PORT = r"[^:/\s]+:\d{1,5}"
@@ -94,7 +88,8 @@ class ConvertConfig:
             raise InputError(f"--split={self.split} is not one of {', '.join(SPLIT_POLICIES)}")
         fractions = self.split_fractions
         check_finite(shard_size_mb=self.shard_size_mb)
-        if len(fractions) != 3 or not all(math.isfinite(f) and f >= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        if (len(fractions) != 3 or not all(math.isfinite(f) and f >= 0 for f in fractions)
+                or abs(sum(fractions) - 1) > 1e-6):
             raise InputError(f"--split_fractions={','.join(map(str, fractions))} must be three non-negative "
                              "numbers (train,val,test) that sum to 1")
         if fractions[0] <= 0 or fractions[1] <= 0:
@@ -102,9 +97,8 @@ class ConvertConfig:
         if self.image_size < 0 or 0 < self.image_size < 8:
             raise InputError(f"--image_size={self.image_size}: use 0 (full resolution) or at least 8 pixels")
         if self.image_size:
-            check_size("--image_size", self.image_size)
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InputError(f"--seed={self.seed} must be in 0..{MAX_SEED}")
+            check_range("--image_size", self.image_size, 8, MAX_IMAGE_SIZE, " pixels")
+        check_range("--seed", self.seed, 0, MAX_SEED)
         if self.encoding not in ENCODINGS:
             raise InputError(f"--encoding={self.encoding} is not one of {', '.join(ENCODINGS)}")
         if self.encoding == "raw" and self.image_size == 0:
@@ -117,7 +111,7 @@ class ConvertConfig:
             raise InputError(f"--min_shards={self.min_shards} must be at least 1")
         if self.num_workers < 0:
             raise InputError(f"--num_workers={self.num_workers} must be 0 (all cores) or more")
-        check_limit("--max_image_pixels", self.max_image_pixels)
+        check_range("--max_image_pixels", self.max_image_pixels, 1, LIMIT_CEILING)
         out, data = os.path.abspath(self.output_dir), os.path.abspath(self.data_dir)
         if out == data or out.startswith(data + os.sep):
             raise InputError(f"--output_dir={self.output_dir} lies inside --data_dir; write the records elsewhere")
@@ -200,9 +194,8 @@ class DataConfig:
     service_job: str = "cxr_fast"  # the job all trainers of one run share (the trainer names it per run)
 
     def validate(self):
-        check_size("--image_size", self.image_size)
-        if not 0 <= self.seed <= MAX_SEED:
-            raise InputError(f"--seed={self.seed} must be in 0..{MAX_SEED}")
+        check_range("--image_size", self.image_size, 8, MAX_IMAGE_SIZE, " pixels")
+        check_range("--seed", self.seed, 0, MAX_SEED)
         if self.global_batch_size < 1:
             raise InputError(f"--batch_size={self.global_batch_size} must be at least 1")
         if self.channels not in (1, 3):
@@ -280,7 +273,7 @@ class ModelConfig:
             raise InputError("--freeze_layers must be >= 0 and --freeze_fraction in [0, 1]")
         if self.freeze_layers and self.freeze_fraction:
             raise InputError("give --freeze_layers or --freeze_fraction, not both")
-        check_size("--image_size", self.image_size, low=32)  # EfficientNet's smallest input
+        check_range("--image_size", self.image_size, 32, MAX_IMAGE_SIZE, " pixels")  # 32: EfficientNet's smallest
         if len(self.head_dropout) != 2 or not all(0.0 <= rate < 1.0 for rate in self.head_dropout):
             raise InputError(f"--head_dropout={','.join(map(str, self.head_dropout))} must be two rates in [0, 1)")
         if not 0.0 <= self.bn_momentum < 1.0:
@@ -337,7 +330,8 @@ class TrainConfig:
                      collective_timeout_secs=self.collective_timeout_secs, augment_ramp_epochs=self.augment_ramp_epochs,
                      augment_ramp_start_auc=self.augment_ramp_start_auc)
         if self.epochs < 1 or self.learning_rate <= 0 or self.min_learning_rate < 0:
-            raise InputError("--epochs must be at least 1, --learning_rate above 0 and --min_learning_rate not negative")
+            raise InputError("--epochs must be at least 1, --learning_rate above 0 and --min_learning_rate "
+                             "not negative")
         if not 0 < self.reduce_lr_factor < 1:
             raise InputError(f"--reduce_lr_factor={self.reduce_lr_factor} must be in (0, 1)")
         if min(self.steps_per_epoch, self.steps_per_loop, self.checkpoint_every_secs, self.precise_bn_batches,
@@ -409,7 +403,8 @@ class EvalConfig:
 
     def inputs(self):
         """What the evaluation reads, which its output folder may never replace."""
-        return [(self.model_dir, "the model being evaluated (--model_dir)"), (self.data_dir, "the record set (--data_dir)")]
+        return [(self.model_dir, "the model being evaluated (--model_dir)"),
+                (self.data_dir, "the record set (--data_dir)")]
 
     def validate(self):
         if self.split not in ("train", "val", "test"):

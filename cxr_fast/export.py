@@ -9,7 +9,7 @@ from the header, never decoded) or --max_image_bytes get an error string, not an
 from absl import flags
 
 from cxr_fast import atomic, entry, errors
-from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, check_limit
+from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, LIMIT_CEILING, check_range
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
 flags.DEFINE_string("export_dir", None, "SavedModel folder to write (e.g. serving/NAME/VERSION).")
@@ -26,7 +26,7 @@ def main(argv):
     if len(argv) > 1:
         raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     for name in ("max_image_pixels", "max_image_bytes"):
-        check_limit(f"--{name}", getattr(FLAGS, name))
+        check_range(f"--{name}", getattr(FLAGS, name), 1, LIMIT_CEILING)
     inputs = [(FLAGS.model, "the model (--model)")]
     atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir", inputs=inputs)
     from cxr_fast.serving import inference  # after validation: bad flags fail before TensorFlow loads

@@ -14,7 +14,7 @@ import sys
 from absl import flags
 
 from cxr_fast import entry, errors
-from cxr_fast.config import check_limit
+from cxr_fast.config import LIMIT_CEILING, check_range
 from cxr_fast.data import imaging
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
@@ -28,9 +28,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     paths = argv[1:]
-    if not 1 <= FLAGS.batch_size <= 4096:
-        raise errors.InputError(f"--batch_size={FLAGS.batch_size} must be in 1..4096")
-    check_limit("--max_image_pixels", FLAGS.max_image_pixels)
+    check_range("--batch_size", FLAGS.batch_size, 1, 4096)
+    check_range("--max_image_pixels", FLAGS.max_image_pixels, 1, LIMIT_CEILING)
     if not paths:
         raise errors.InputError("name at least one image file or folder after the flags")
     missing = [p for p in paths if not os.path.exists(p)]

@@ -116,10 +116,11 @@ def _record_epochs(files, records, config, batch, steps):
     An epoch reads passes over the files, each pass with its own order (files shuffled, then
     records through the shuffle buffer); only an input pipeline whose files hold fewer than
     `steps` batches starts a second pass.  The passes are as many as the manifest's `records`
-    need, plus one: files that hold fewer records than it says end the stream (an error in the
-    trainer, `readable_errors`) instead of an endless search for records.  Not `shuffle().repeat()`: its fused kernel fills the
-    buffer across passes, reading up to `shuffle_buffer` records ahead, and an epoch that stops
-    after `steps` batches throws that reading away (measured: 3x slower on raw records).
+    need, plus one: files that hold fewer records than it says end the epoch short (an error,
+    `readable_errors`) instead of an endless search for records.  Not `shuffle().repeat()`: its
+    fused kernel fills the buffer across passes, reading up to `shuffle_buffer` records ahead,
+    and an epoch that stops after `steps` batches throws that reading away (measured: 3x slower
+    on raw records).
     Batching is serial so that nothing reads ahead past the epoch's last batch.
     """
     def one_pass(seed):
@@ -255,8 +256,6 @@ def readable_errors(root):
              "cut or replaced?); check with --verify_records, or write the record set again")
     try:
         yield
-    except tf.errors.OutOfRangeError:  # training streams are endless: only missing records end them
-        raise InputError(short) from None
     except tf.errors.FailedPreconditionError as err:
         if "was expected to contain" not in err.message:  # an epoch shorter than its steps
             raise
@@ -283,8 +282,8 @@ def dataset_fn(record_set, config, start=(0, 0), steps_per_epoch=0):
 def statistics_sample(record_set, config, batches, input_context=None):
     """The fixed sample of training batches that precise BatchNorm statistics are computed on.
 
-    `batches` global batches (each replica gets its share of each), the same every time (a pure function of the seed, so resume
-    stays exact), read from the files (no second cache of the split) through a shuffle buffer
+    `batches` global batches (each replica gets its share of each), the same every time (a pure
+    function of the seed, so resume stays exact), read from the files (no second cache of the split) through a shuffle buffer
     of a few times the sample, so the sample spans many shards.
     """
     sample = dataclasses.replace(config, cache="none", data_service="", seed=config.seed + 1,

@@ -116,7 +116,8 @@ def _check_counts(path, manifest):
     shards = {}
     for shard in manifest["shards"]:
         if not (isinstance(shard["records"], int) and shard["records"] >= 0 and isinstance(shard["bytes"], int)):
-            raise InputError(f"{path}: shard {shard['file']} has a bad record count or size; write the record set again")
+            raise InputError(f"{path}: shard {shard['file']} has a bad record count or size; "
+                             "write the record set again")
         shards[shard["split"]] = shards.get(shard["split"], 0) + shard["records"]
     for split, total in shards.items():
         counted = manifest["counts"][split]["total"]
@@ -151,8 +152,9 @@ def _open_checked(data_dir, manifest, verify):
                              "the shard is truncated or was changed; copy or write the record set again")
         if verify and sha256_file(path) != shard["sha256"]:
             raise InputError(f"{path} does not match its sha256 in manifest.json; copy or write the record set again")
-        if verify and count_records(path) != shard["records"]:
-            raise InputError(f"{path} holds {count_records(path)} records, manifest.json says {shard['records']}; "
+        held = count_records(path) if verify else shard["records"]
+        if held != shard["records"]:
+            raise InputError(f"{path} holds {held} records, manifest.json says {shard['records']}; "
                              "write the record set again")
         files.setdefault(shard["split"], []).append(path)
         records[path] = shard["records"]

@@ -48,8 +48,8 @@ def make_strategy(name, collective_timeout_secs=0.0):
         except json.JSONDecodeError as err:
             raise InputError(f"TF_CONFIG is not valid JSON ({err})") from None
         options = communication_options(bool(gpus), collective_timeout_secs)
-        cpus = 0 if gpus else topology.cpu_devices()  # listing devices now would start TensorFlow too early
-        with _mirroring_cpus(cpus if cpus > 1 else 0):
+        # from the switch itself: listing logical devices now would start TensorFlow too early
+        with _mirroring_cpus(0 if gpus else topology.cpu_devices()):
             return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     raise InputError(f"--strategy={name} is not one of auto, one_device, mirrored, multi_worker")
 
@@ -72,9 +72,9 @@ def _mirroring_cpus(count):
     Without GPUs, TensorFlow gives every worker one CPU replica and has no option for more; the
     topology switch (`cxr_fast.topology`, tests and debugging only) wants N replicas per worker,
     as on hosts of N GPUs, so the strategy's choice of local devices is replaced for the
-    duration of the constructor (0: nothing changes).
+    duration of the constructor (0 or 1: nothing changes).
     """
-    if not count:
+    if count <= 1:
         yield
         return
     module = sys.modules[tf.distribute.MultiWorkerMirroredStrategy.__module__]
