@@ -16,6 +16,20 @@ def run(module, *args, timeout=600, env=None):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def start_until(command, text, env=None):
+    """Starts `command` (argv) from the repository root and reads its output until a line holds
+    `text`; returns (the running process, its output so far).  Fails the test if it ends first."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **(env or {}))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return process, "".join(seen)
+    process.wait(timeout=60)
+    raise AssertionError(f"{text!r} never appeared:\n{''.join(seen)[-3000:]}")
+
+
 def assert_one_line_error(result, *fragments):
     """Exit code 2 and a single `prog: error: ...` line naming what is wrong, no traceback."""
     assert result.returncode == 2, result.stderr

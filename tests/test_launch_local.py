@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from cli import ROOT, alive, assert_one_line_error, run, started_pids
+from cli import ROOT, alive, assert_one_line_error, run, start_until, started_pids
 from conftest import convert, make_synthetic
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.training import loop
@@ -100,18 +100,11 @@ def test_two_workers_of_two_replicas_killed_resumed_evaluated_exported(records_d
              "--epochs=2", "--checkpoint_every_secs=0"]
     model_dir = tmp_path / "run"
     command = [sys.executable, "-m", "tools.launch_local", "--num_workers=2", "--", *flags, f"--model_dir={model_dir}"]
-    launcher = subprocess.Popen(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **env),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for line in launcher.stdout:
-        seen.append(line)
-        if "[worker 0] checkpoint saved at epoch 2, step 1" in line:
-            worker = [pid for pid in _processes_mentioning(str(model_dir)) if pid != launcher.pid
-                      and "tools.launch_local" not in open(f"/proc/{pid}/cmdline").read()]
-            os.kill(max(worker), signal.SIGKILL)  # the worker started last: worker 1
-            break
-    assert launcher.wait(timeout=120) != 0, "".join(seen)[-3000:]
-    text = "".join(seen)
+    launcher, text = start_until(command, "[worker 0] checkpoint saved at epoch 2, step 1", env)
+    workers = [pid for pid in _processes_mentioning(str(model_dir))
+               if pid != launcher.pid and "tools.launch_local" not in open(f"/proc/{pid}/cmdline").read()]
+    os.kill(max(workers), signal.SIGKILL)  # the worker started last: worker 1
+    assert launcher.wait(timeout=120) != 0, text[-3000:]
     assert "[worker 0] strategy CollectiveAllReduceStrategy with 4 replicas" in text, text[-3000:]
     assert "BatchNorm statistics synchronized over the 4 replicas" in text  # 4 images per replica
     assert not (model_dir / "model.keras").exists()

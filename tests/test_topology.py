@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cli import ROOT, assert_one_line_error, run
+from cli import ROOT, assert_one_line_error, run, start_until
 from cxr_fast import topology
 from cxr_fast.errors import InputError
 
@@ -26,20 +26,6 @@ def _env(devices):
     return dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", CXR_FAST_CPU_DEVICES=str(devices))
 
 
-def _killed_at(command, env, line):
-    """Runs `command` until it prints `line`, then SIGKILLs it (no handler runs: a preempted machine)."""
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = []
-    for output in process.stdout:
-        seen.append(output)
-        if line in output:
-            process.kill()
-            process.wait(timeout=60)
-            return "".join(seen)
-    process.wait(timeout=60)
-    raise AssertionError(f"{line!r} never appeared:\n{''.join(seen)[-3000:]}")
-
-
 def _json(path):
     with open(path) as f:
         return json.load(f)
@@ -52,7 +38,9 @@ def test_train_killed_resumed_evaluated_exported(replicas, records_dir, tmp_path
     strategy = [] if replicas == 1 else ["--strategy=mirrored"]  # what auto picks on a host of several GPUs
     command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={model_dir}",
                *SMALL, *strategy]
-    first = _killed_at(command, env, "checkpoint saved at epoch 2, step 1")
+    process, first = start_until(command, "checkpoint saved at epoch 2, step 1", {topology.ENV: str(replicas)})
+    process.kill()  # SIGKILL: no handler runs, as on a preempted machine
+    process.wait(timeout=60)
     assert f"with {replicas} replicas" in first
     assert ("BatchNorm statistics synchronized" in first) == (replicas > 1)  # 16 / R < 16 images per replica
     assert not (model_dir / "model.keras").exists()
