@@ -15,6 +15,7 @@ Staging folders of runs that died (killed, out of memory) are removed by the nex
 writes the same output.
 """
 import contextlib
+import errno
 import json
 import os
 import re
@@ -59,6 +60,15 @@ def write_text(path, text):
 
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)  # a full disk, a quota, a size limit
+
+
+def cannot_write(flag, path, reason):
+    """The one-line error for an output that could not be written (a full disk, a quota)."""
+    return InputError(f"{flag}={path}: cannot write ({reason}); nothing was written there: free space "
+                      "or choose another folder")
 
 
 MARKER = ".cxr_fast-output"  # in every output folder a command finished: the command's name
@@ -129,7 +139,8 @@ def remove_dead_staging(final_path):
 @contextlib.contextmanager
 def staged_dir(final_path, overwrite=False, flag="--output_dir", command=None, inputs=()):
     """Yields a fresh staging folder; on success it replaces `final_path` (marked as `command`'s
-    output), on failure it is removed.  `check_output_dir` decides first whether it may."""
+    output), on failure it is removed (a full disk then is `cannot_write`'s one line).
+    `check_output_dir` decides first whether it may."""
     check_output_dir(final_path, overwrite, flag, command, inputs)
     final_path = os.path.abspath(final_path)
     parent = os.path.dirname(final_path)
@@ -142,6 +153,11 @@ def staged_dir(final_path, overwrite=False, flag="--output_dir", command=None, i
         yield staging
         if command:
             write_text(os.path.join(staging, MARKER), command + "\n")
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if err.errno in _NO_ROOM:
+            raise cannot_write(flag, final_path, err.strerror) from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

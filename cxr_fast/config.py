@@ -19,6 +19,14 @@ DEFAULT_MAX_BYTES = 32 * 2**20  # per served image; a 16-bit 3000x3000 PNG film 
 LIMIT_CEILING = 2**40  # --max_image_pixels / --max_image_bytes above this are typos (a TB of pixels)
 MAX_IMAGE_SIZE = 4096  # pixels a side: a decoded 4096 x 4096 film is 16 MB; a typo of 100000 would be 10 GB
 MAX_SEED = 2**31 - 1
+MAX_JPEG_SCANS = 64  # a progressive JPEG costs a pass over the image per scan; encoders write 6-10
+FILE_HEADER_BYTES = 16 * 2**20  # what a film file may carry beyond its pixels (DICOM headers, ICC, EXIF)
+
+
+def max_file_bytes(max_pixels):
+    """The most bytes an image file (a DICOM's inflated dataset too) may hold: two per allowed
+    pixel (16-bit films) plus FILE_HEADER_BYTES; 144 MB at the default 64 MP."""
+    return 2 * max_pixels + FILE_HEADER_BYTES
 
 
 def check_range(flag, value, low, high, unit=""):

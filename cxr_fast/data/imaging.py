@@ -12,17 +12,40 @@ makes full-size X-rays several times cheaper to convert at the cost of a box pre
 """
 import hashlib
 import io
+import os
+import stat
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from cxr_fast.config import DEFAULT_MAX_PIXELS, ENCODINGS
-from cxr_fast.data import dicom
+from cxr_fast.config import DEFAULT_MAX_PIXELS, ENCODINGS, MAX_JPEG_SCANS, max_file_bytes
+from cxr_fast.data import dicom, markers
 
 
 class ImageError(Exception):
     """A file that cannot be used; str() is a manifest reason of the form `code: detail`."""
+
+
+def read(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """A file's bytes, refused (ImageError) when it is not a regular file (a FIFO would block, a
+    device never end) or holds more than `config.max_file_bytes(max_pixels)`; reads no more."""
+    limit = max_file_bytes(max_pixels)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise ImageError(f"unreadable: {err.strerror}") from None
+    with open(descriptor, "rb") as f:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ImageError("unreadable: not a regular file")
+        try:
+            data = f.read(limit + 1)
+        except OSError as err:
+            raise ImageError(f"unreadable: {err.strerror}") from None
+    if len(data) > limit:
+        raise ImageError(f"too_large: over {limit} bytes, more than an image within the limit of "
+                         f"{max_pixels} pixels needs")
+    return data
 
 
 def open_checked(data, max_pixels=DEFAULT_MAX_PIXELS):
@@ -47,6 +70,9 @@ def open_checked(data, max_pixels=DEFAULT_MAX_PIXELS):
         raise ImageError(f"too_large: {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
     if width < 1 or height < 1:
         raise ImageError(f"unreadable: image has size {width}x{height}")
+    if image.format in ("JPEG", "MPO") and markers.scan_count(data) > MAX_JPEG_SCANS:
+        raise ImageError(f"too_large: a JPEG of {markers.scan_count(data)} scans, over the limit of "
+                         f"{MAX_JPEG_SCANS} (each scan is a pass over the whole image)")
     return image
 
 
@@ -110,10 +136,9 @@ def fingerprint(task):
     """Worker: (path, max_pixels) -> (sha1 hex of the file, reason or None); reads headers only."""
     path, max_pixels = task
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        return None, f"unreadable: {err.strerror}"
+        data = read(path, max_pixels)
+    except ImageError as err:
+        return None, str(err)
     sha1 = hashlib.sha1(data).hexdigest()
     try:
         open_checked(data, max_pixels)
@@ -126,10 +151,7 @@ def prepare(task):
     """Worker: (path, size, encoding, jpeg_quality, max_pixels) -> (encoded, height, width) or reason str."""
     path, size, encoding, jpeg_quality, max_pixels = task
     try:
-        with open(path, "rb") as f:
-            gray = load_gray(f.read(), size, max_pixels)
-    except OSError as err:
-        return f"unreadable: {err.strerror}"
+        gray = load_gray(read(path, max_pixels), size, max_pixels)
     except ImageError as err:
         return str(err)
     return encode(gray, encoding, jpeg_quality), gray.shape[0], gray.shape[1]

@@ -103,8 +103,12 @@ def _nih(config, base):
         if unknown:
             skipped.append(Skipped(name, f"bad_label: unknown finding {sorted(unknown)[0]!r}"))
             continue
+        patient = row["Patient ID"].strip()
+        if not patient.isdigit():
+            skipped.append(Skipped(name, f"no_patient: Patient ID {patient!r} is not a number"))
+            continue
         labels = [1.0 if f in findings else 0.0 for f in NIH_FINDINGS]
-        images.append(_image(found.get(name, name), f"nih:{int(row['Patient ID'])}", labels,
+        images.append(_image(found.get(name, name), f"nih:{int(patient)}", labels,
                              row["View Position"].strip().upper(), official.get(name)))
     return NIH_FINDINGS, images, skipped
 
@@ -181,17 +185,21 @@ def _mimic(config, base):
 def _rsna(config, base):
     columns, rows = _rows(config.labels)
     _require(config.labels, columns, ["patientId", "Target"])
-    target = collections.OrderedDict()
-    for row in rows:
-        pid = row["patientId"].strip()
-        target[pid] = max(target.get(pid, 0), int(float(row["Target"] or 0)))
     folder = "stage_2_train_images"
+    target, skipped = collections.OrderedDict(), []
+    for row in rows:  # a row per box: a film is positive if any of its rows is
+        pid, cell = row["patientId"].strip(), (row["Target"] or "").strip()
+        if not pid or cell not in ("0", "1"):
+            skipped.append(Skipped(f"{folder}/{pid or '(blank)'}.dcm",
+                                   f"bad_label: patientId {pid!r} with Target {cell!r}, not 0 or 1"))
+            continue
+        target[pid] = max(target.get(pid, 0), int(cell))
     images = []
     for pid, label in target.items():
         rel = f"{folder}/{pid}.dcm"
         view = dicom.view_position(os.path.join(config.data_dir, rel)) if config.views else ""
         images.append(ImageFile(rel, label, f"rsna:{pid}", None, view=view))
-    return RSNA_CLASSES, images, []
+    return RSNA_CLASSES, images, skipped
 
 
 def _generic(config, base):

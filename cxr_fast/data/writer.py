@@ -174,41 +174,57 @@ def _record_order(images, assignment, seed):
 
 def _write_shards(order, assignment, labels, config, pool, staging, log):
     """Pass 2: decode and encode in workers, write shards here; returns what was written."""
-    limit = config.shard_size_mb * 1e6
-    per_split = collections.Counter(assignment[image.path] for image, _ in order)
-    # At most this many records per shard, so that each split has at least min_shards shards.
-    cap = {split: -(-count // config.min_shards) for split, count in per_split.items()}
     tasks = ((os.path.join(config.data_dir, im.path), config.image_size, config.encoding,
               config.jpeg_quality, config.max_image_pixels) for im, _ in order)
     progress = _Progress("converting", len(order), log)
-    written, failures, shards = [], [], collections.defaultdict(list)  # shards: split -> [tmp path, records]
-    writer, current = None, None
+    written, failures = [], []
+    shards = _Shards(staging, collections.Counter(assignment[image.path] for image, _ in order), config)
     paths = [os.path.join(config.data_dir, im.path) for im, _ in order]
-    for (image, sha1), result in zip(order, _in_order(pool, imaging.prepare, tasks, paths, 8)):
-        progress.step()
-        if isinstance(result, str):
-            failures.append(dataset_index.Skipped(image.path, result))
-            continue
-        encoded, height, width = result
-        split = assignment[image.path]
-        record = schema.make_example(
-            encoded=encoded, encoding=config.encoding, height=height, width=width, label=image.label,
-            class_text=_class_text(image, labels), filename=image.path, patient=image.patient, sha1=sha1,
-            findings=image.findings)
-        if (current is None or current[0] != split or current[1] >= cap[split]
-                or (current[1] and current[2] + len(record) > limit)):
-            if writer:
-                writer.close()
-            current = [split, 0, 0, os.path.join(staging, f".{split}-{len(shards[split]):05d}.tmp")]
-            shards[split].append(current)
-            writer = tf.io.TFRecordWriter(current[3])
-        writer.write(record)
+    try:
+        for (image, sha1), result in zip(order, _in_order(pool, imaging.prepare, tasks, paths, 8)):
+            progress.step()
+            if isinstance(result, str):
+                failures.append(dataset_index.Skipped(image.path, result))
+                continue
+            encoded, height, width = result
+            shards.write(assignment[image.path], schema.make_example(
+                encoded=encoded, encoding=config.encoding, height=height, width=width, label=image.label,
+                class_text=_class_text(image, labels), filename=image.path, patient=image.patient, sha1=sha1,
+                findings=image.findings))
+            written.append((image, sha1))
+        shards.close()
+    except tf.errors.OpError as err:  # the record writer's own error: a full disk, a quota
+        raise atomic.cannot_write("--output_dir", config.output_dir, err.message.rpartition("; ")[2]) from None
+    return written, _finish_shards(shards.by_split, staging), failures, progress.rate
+
+
+class _Shards:
+    """Records in, shards out: a new shard when the split changes, the current one reaches
+    `shard_size_mb`, or it holds its share of `min_shards` (equal record counts per shard)."""
+
+    def __init__(self, staging, per_split, config):
+        self.staging, self.limit = staging, config.shard_size_mb * 1e6
+        self.cap = {split: -(-count // config.min_shards) for split, count in per_split.items()}
+        self.by_split = collections.defaultdict(list)  # split -> [[split, records, bytes, tmp path], ...]
+        self.writer, self.current = None, None
+
+    def write(self, split, record):
+        current = self.current
+        if (current is None or current[0] != split or current[1] >= self.cap[split]
+                or (current[1] and current[2] + len(record) > self.limit)):
+            self.close()
+            self.current = current = [split, 0, 0, os.path.join(self.staging,
+                                                                f".{split}-{len(self.by_split[split]):05d}.tmp")]
+            self.by_split[split].append(current)
+            self.writer = tf.io.TFRecordWriter(current[3])
+        self.writer.write(record)
         current[1] += 1
         current[2] += len(record) + 16  # 16 bytes of length and CRC framing per record
-        written.append((image, sha1))
-    if writer:
-        writer.close()
-    return written, _finish_shards(shards, staging), failures, progress.rate
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+            self.writer = None
 
 
 def _class_text(image, labels):

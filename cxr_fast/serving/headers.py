@@ -9,6 +9,8 @@ or strange, makes these ops raise: a serving graph cannot catch an exception per
 """
 import tensorflow as tf
 
+from cxr_fast.config import MAX_JPEG_SCANS
+
 _PAD = 16
 _PNG_SIGNATURE = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
 _IHDR = [0x49, 0x48, 0x44, 0x52]
@@ -78,6 +80,12 @@ def jpeg_size(raw, length):
     return tf.logical_and(if_soi, found), height, width
 
 
+def jpeg_scans(raw):
+    """An upper bound of a JPEG's scans: its SOS markers (FF DA) anywhere in the bytes, as
+    `cxr_fast.data.markers.scan_count` counts them for the converter and predict."""
+    return tf.reduce_sum(tf.cast(tf.logical_and(tf.equal(raw[:-1], 0xFF), tf.equal(raw[1:], 0xDA)), tf.int32))
+
+
 def refusal(data, max_pixels, max_bytes):
     """"" when `data` (scalar string) is a JPEG or PNG within both limits, else why it is refused."""
     raw, length = _bytes(data)
@@ -101,6 +109,9 @@ def refusal(data, max_pixels, max_bytes):
         (height * width > max_pixels,
          tf.strings.join(["too large: the image declares ", declared, " pixels, over the limit of ",
                           tf.strings.as_string(max_pixels), " set at export (--max_image_pixels)"])),
+        (tf.logical_and(is_jpeg, jpeg_scans(raw) > MAX_JPEG_SCANS),
+         tf.strings.join(["too large: a JPEG of ", tf.strings.as_string(jpeg_scans(raw)), " scans, over the limit of ",
+                          str(MAX_JPEG_SCANS), " (each scan is a pass over the whole image)"])),
     ]
     reason = tf.constant("")
     for condition, text in reversed(reasons):  # the first reason that holds wins

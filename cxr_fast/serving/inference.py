@@ -124,12 +124,8 @@ def _classify_batch(model, limits, paths, offset, max_pixels, gradcam_dir, findi
     results, ready = [], []
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = imaging.read(path, max_pixels)
             gray = imaging.load_gray(data, size, max_pixels)
-        except OSError as err:
-            results.append({"file": path, "error": f"unreadable: {err.strerror}"})
-            continue
         except imaging.ImageError as err:
             results.append({"file": path, "error": str(err)})
             continue

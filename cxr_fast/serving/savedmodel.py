@@ -24,8 +24,7 @@ from cxr_fast.serving import headers, inference
 
 def decode_for_model(encoded, size):
     """One encoded image (scalar string) -> uint8 [size, size, 1]."""
-    image = tf.cond(tf.io.is_jpeg(encoded),
-                    lambda: tf.io.decode_jpeg(encoded, channels=1, dct_method="INTEGER_ACCURATE"),
+    image = tf.cond(tf.io.is_jpeg(encoded), lambda: _decode_jpeg(encoded),
                     lambda: tf.io.decode_image(encoded, channels=1, expand_animations=False))
     image.set_shape([None, None, 1])
 
@@ -35,6 +34,16 @@ def decode_for_model(encoded, size):
 
     same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [size, size]))
     return tf.ensure_shape(tf.cond(same, lambda: image, resize), [size, size, 1])
+
+
+def _decode_jpeg(encoded):
+    """A JPEG -> uint8 [H, W, 1]; a CMYK one (4 components, which libjpeg cannot give as gray)
+    through RGB, as Pillow converts it (within a gray level)."""
+    def decode(channels):
+        return tf.io.decode_jpeg(encoded, channels=channels, dct_method="INTEGER_ACCURATE")
+
+    cmyk = tf.equal(tf.image.extract_jpeg_shape(encoded)[2], 4)
+    return tf.cond(cmyk, lambda: tf.image.rgb_to_grayscale(decode(3)), lambda: decode(1))
 
 
 class ServingModule(tf.Module):

@@ -195,3 +195,29 @@ def test_a_label_file_that_is_not_utf8_csv_is_one_error(tmp_path, content, said)
                            format="csv", path_column="file", patient_column="patient", label_columns=("opacity",))
     with pytest.raises(InputError, match=said):
         labelfiles.read(config)
+
+
+@pytest.mark.parametrize("format, column, values", [
+    ("nih", "Patient ID", ["abc", "", "-3"]),
+    ("rsna", "Target", ["2", "nan", "yes", ""]),
+])
+def test_a_bad_patient_or_target_cell_skips_its_row_with_the_reason(tmp_path, format, column, values):
+    labels = make_labelled(tmp_path / "data", format, num_patients=8)
+    with open(labels, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    at, key = header.index(column), header.index("Image Index" if format == "nih" else "patientId")
+    bad = []
+    for value in values:
+        row = list(rows[len(bad)])
+        row[at] = value
+        rows[len(bad)] = row
+        bad.append(row[key])
+    with open(labels, "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+    config = ConvertConfig(data_dir=str(tmp_path / "data"), output_dir=str(tmp_path / "out"), labels=labels,
+                           format=format, **LABEL_OPTIONS.get(format, {}))
+    _, images, skipped, _ = labelfiles.read(config)
+    reasons = [s for s in skipped if s.reason.startswith(("no_patient", "bad_label"))]
+    assert len(reasons) == len(values) and all(any(b in s.path for b in bad) for s in reasons), reasons
+    assert all(column in s.reason for s in reasons)
+    assert images  # the other rows still convert

@@ -7,7 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 from cxr_fast.serving import headers
-from images import jpeg, jpeg_declaring, png, png16, png_bomb
+from hostile import jpeg, jpeg_declaring, png, png16, png_bomb
 
 @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int64),
                               tf.TensorSpec([], tf.int64)])

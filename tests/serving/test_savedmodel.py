@@ -17,7 +17,7 @@ from cli import run
 from cxr_fast.data import imaging
 from cxr_fast.errors import InputError
 from cxr_fast.serving import inference, savedmodel
-from images import jpeg, jpeg_declaring, png16, png_bomb
+from hostile import jpeg, jpeg_declaring, png16, png_bomb
 
 pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
 
