@@ -6,6 +6,7 @@ import pytest
 
 from cxr_fast.data import dicom, imaging
 from cxr_fast.data.synthetic_labelled import write_dicom
+from hostile import deflated_dicom, dicom_embedding, dicom_frames, jpeg, jpeg_declaring, progressive_jpeg
 
 
 def _gray(size=40):
@@ -67,3 +68,41 @@ def test_unreadable_and_oversized_dicoms_are_reasons(tmp_path):
     with pytest.raises(imaging.ImageError, match="unsupported: pixel data in MPEG2"):
         imaging.load_gray(path.read_bytes(), 0)
     assert imaging.fingerprint((str(path), 10**6))[1] is None  # the header is fine: the pixels are not
+
+
+def test_a_deflated_dataset_decodes_and_one_inflating_past_the_limit_is_refused(tmp_path):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    gray, path = _gray(), tmp_path / "film.dcm"
+    write_dicom(str(path), gray, "P1")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path)
+    assert np.abs(imaging.load_gray(path.read_bytes(), 0).astype(int) - gray).max() <= 1
+    bomb = deflated_dicom(2 << 30)  # 2 MB that pydicom would inflate to 2 GB before reading Rows
+    with pytest.raises(imaging.ImageError, match="too_large: the deflated dataset inflates past 144777216 bytes"):
+        imaging.load_gray(bomb, 0)
+
+
+def test_only_the_first_frame_of_a_multi_frame_film_is_decoded():
+    # Frames after the first are garbage: decoding them (as pixel_array without an index does) fails.
+    gray = imaging.load_gray(dicom_frames(50, 64, broken_after_first=True), 0)
+    assert gray.shape == (64, 64)
+
+
+def test_an_embedded_image_must_declare_the_headers_size():
+    assert imaging.load_gray(dicom_embedding(jpeg(64, 64)), 0).shape == (64, 64)
+    with pytest.raises(imaging.ImageError, match="unreadable: the embedded image declares 20000x20000 pixels, "
+                                                 "the DICOM header 64x64"):
+        imaging.load_gray(dicom_embedding(jpeg_declaring(20000, 20000)), 0)
+    with pytest.raises(imaging.ImageError, match="unreadable: the size of the embedded image cannot be read"):
+        imaging.load_gray(dicom_embedding(b"not a JPEG at all"), 0)
+    with pytest.raises(imaging.ImageError, match="too_large: the embedded image has 500 JPEG scans"):
+        imaging.load_gray(dicom_embedding(progressive_jpeg(500, 64, 64)), 0)
+
+
+def test_a_truncated_film_is_called_truncated(tmp_path):
+    path = tmp_path / "film.dcm"
+    write_dicom(str(path), _gray(), "P1")
+    with pytest.raises(imaging.ImageError, match="truncated: the pixel data could not be decoded"):
+        imaging.load_gray(path.read_bytes()[:-1000], 0)

@@ -107,3 +107,30 @@ def test_worker_functions_report_instead_of_raising(tmp_path):
     encoded, height, width = imaging.prepare((str(good), 16, "raw", 95, imaging.DEFAULT_MAX_PIXELS))
     assert (len(encoded), height, width) == (256, 16, 16)
     assert imaging.prepare((str(empty), 16, "raw", 95, 100)).startswith("unreadable")
+
+
+def test_a_progressive_jpeg_of_too_many_scans_is_refused_before_decoding():
+    from hostile import progressive_jpeg
+
+    assert imaging.load_gray(progressive_jpeg(64), 32).shape == (32, 32)
+    with pytest.raises(imaging.ImageError, match="too_large: a JPEG of 20000 scans, over the limit of 64"):
+        imaging.load_gray(progressive_jpeg(20000, 2048, 2048), 32)  # 33 s of decoding here, unchecked
+
+
+def test_files_are_read_only_when_regular_and_no_further_than_the_limit(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.jpeg"
+    os.mkfifo(fifo)  # opened plainly, a FIFO blocks until someone writes to it: a hang
+    zero = tmp_path / "zero.png"
+    zero.symlink_to("/dev/zero")  # read plainly: an endless read
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as f:
+        f.truncate(2 * 10**6 + (16 << 20) + 1)  # one byte past the limit at 1 MP, no disk used
+    for path, reason in ((fifo, "unreadable: not a regular file"), (zero, "unreadable: not a regular file"),
+                         (sparse, "too_large: over 18777216 bytes"), (tmp_path / "none.png", "unreadable: No such")):
+        with pytest.raises(imaging.ImageError, match=reason):
+            imaging.read(str(path), max_pixels=10**6)
+    good = tmp_path / "good.png"
+    good.write_bytes(_encode(Image.fromarray(_gradient()), "PNG"))
+    assert imaging.read(str(good), max_pixels=10**6) == good.read_bytes()

@@ -7,7 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 from cxr_fast.serving import headers
-from hostile import jpeg, jpeg_declaring, png, png16, png_bomb
+from hostile import jpeg, jpeg_declaring, png, png16, png_bomb, progressive_jpeg
 
 @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int64),
                               tf.TensorSpec([], tf.int64)])
@@ -47,6 +47,9 @@ def test_each_refusal_names_its_reason():
     assert _refusal(jpeg()[:20]) == "unreadable: the JPEG has no frame header (truncated or corrupt)"
     assert _refusal(png(8, 8)[:20]) == "unreadable: the PNG has no IHDR header (truncated or corrupt)"
     assert _refusal(jpeg_declaring(0, 10)) == "unreadable: the image declares 10x0 pixels"
+    assert _refusal(progressive_jpeg(64)) == ""
+    assert _refusal(progressive_jpeg(65)) == ("too large: a JPEG of 65 scans, over the limit of 64 "
+                                             "(each scan is a pass over the whole image)")
 
 
 def test_no_input_makes_the_header_ops_raise():
