@@ -82,3 +82,25 @@ def test_nonsense_numbers_are_one_line_errors(tmp_path):
                        ("--max_image_pixels=100000000000000000", "--max_image_pixels")):
         assert_one_line_error(run("tools.make_tfrecords", f"--data_dir={tmp_path / 'data'}",
                                   f"--output_dir={tmp_path / 'out'}", flag), said)
+
+
+def _file_size_limit(size):
+    """preexec_fn: files may not grow past `size` bytes, so writes fail as on a full disk (EFBIG)."""
+    def limit():
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+def test_a_write_that_fails_is_one_line_and_leaves_nothing(tmp_path):
+    from conftest import make_synthetic
+
+    images = make_synthetic(tmp_path / "images", num_patients=12)
+    out = tmp_path / "records"
+    result = run("tools.make_tfrecords", f"--data_dir={images}", f"--output_dir={out}", "--image_size=64",
+                 "--encoding=raw", "--min_shards=1", preexec_fn=_file_size_limit(20_000))  # a shard of 10 films is 40 KB
+    assert_one_line_error(result, f"--output_dir={out}: cannot write (", "nothing was written there")
+    assert sorted(os.listdir(tmp_path)) == ["images"]  # neither the output nor a staging folder

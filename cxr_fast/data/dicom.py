@@ -61,8 +61,9 @@ def read_header(data, error, max_pixels, pixels=False):
 
 
 def _check_inflated_size(data, error, max_pixels):
-    """A deflated dataset is inflated whole before any element can be read: inflate it here at
-    most to max_file_bytes(max_pixels) and refuse it past that, before pydicom inflates it all."""
+    """A deflated dataset is inflated whole before any element can be read: count its inflated
+    size here (up to max_file_bytes(max_pixels)) and refuse it past that, before pydicom inflates
+    it all."""
     from pydicom.filereader import read_dataset
 
     stream = io.BytesIO(data)
@@ -72,8 +73,11 @@ def _check_inflated_size(data, error, max_pixels):
                             stop_when=lambda tag, vr, length: tag.group != 2)
         if meta.get("TransferSyntaxUID") != DEFLATED:
             return
-        limit = max_file_bytes(max_pixels)
-        inflated = len(zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[stream.tell():], limit + 1))
+        limit, inflated = max_file_bytes(max_pixels), 0
+        inflater, pending = zlib.decompressobj(-zlib.MAX_WBITS), data[stream.tell():]
+        while pending and inflated <= limit:  # counted 16 MB at a time, never held
+            inflated += len(inflater.decompress(pending, 1 << 24))
+            pending = inflater.unconsumed_tail
     except Exception as err:
         raise error(f"unreadable: not a readable DICOM file ({type(err).__name__})") from None
     if inflated > limit:

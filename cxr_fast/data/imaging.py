@@ -36,13 +36,14 @@ def read(path, max_pixels=DEFAULT_MAX_PIXELS):
     except OSError as err:
         raise ImageError(f"unreadable: {err.strerror}") from None
     with open(descriptor, "rb") as f:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
             raise ImageError("unreadable: not a regular file")
         try:
-            data = f.read(limit + 1)
+            data = f.read(limit + 1) if status.st_size <= limit else b""  # read at most limit + 1 if it grew
         except OSError as err:
             raise ImageError(f"unreadable: {err.strerror}") from None
-    if len(data) > limit:
+    if max(len(data), status.st_size) > limit:
         raise ImageError(f"too_large: over {limit} bytes, more than an image within the limit of "
                          f"{max_pixels} pixels needs")
     return data
