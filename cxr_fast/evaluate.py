@@ -43,5 +43,10 @@ def main(argv):
     scoring.evaluate(config)
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (`cxr-fast-evaluate`) and `python -m`."""
     entry.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

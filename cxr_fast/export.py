@@ -44,5 +44,10 @@ def main(argv):
           f"{FLAGS.max_image_pixels} pixels and {FLAGS.max_image_bytes} bytes per image")
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (`cxr-fast-export`) and `python -m`."""
     entry.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -55,5 +55,10 @@ def main(argv):
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (`cxr-fast-predict`) and `python -m`."""
     entry.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -140,5 +140,10 @@ def main(argv):
         loop.train_and_evaluate(config, flags_text=resolved_flags())
 
 
-if __name__ == "__main__":
+def run():
+    """The console script (`cxr-fast-train`) and `python -m`."""
     entry.run_main(main)
+
+
+if __name__ == "__main__":
+    run()

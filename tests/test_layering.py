@@ -16,7 +16,8 @@ STAGES = [
     ("cxr_fast.serving",),
     ("cxr_fast.evaluation",),
     ("cxr_fast.training",),
-    ("cxr_fast.train", "cxr_fast.evaluate", "cxr_fast.predict", "cxr_fast.export"),
+    ("cxr_fast.train", "cxr_fast.evaluate", "cxr_fast.predict", "cxr_fast.export", "cxr_fast.make_tfrecords",
+     "cxr_fast.make_synthetic", "cxr_fast.launch_local", "cxr_fast.data_service"),
     ("tools", "benchmarks"),
 ]
 

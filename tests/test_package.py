@@ -35,3 +35,26 @@ def test_batches_behind_a_distributed_iterator_reuse_host_memory():
     pull(tf.constant(40))
     faults_per_batch = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40
     assert faults_per_batch < 100, f"{faults_per_batch:.0f} page faults per 4 MB batch: host memory is not pooled"
+
+
+def test_only_cxr_fast_is_installed_and_every_command_has_its_console_script():
+    import ast
+    import configparser
+    import os
+
+    from cli import ROOT
+
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(ROOT, "setup.cfg"))
+    assert setup["options.packages.find"]["include"].split() == ["cxr_fast", "cxr_fast.*"]
+    scripts = dict(line.split(" = ") for line in setup["options.entry_points"]["console_scripts"].strip().splitlines())
+    shims = sorted(n[:-3] for n in os.listdir(os.path.join(ROOT, "tools")) if n.endswith(".py") and n != "__init__.py")
+    commands = sorted(["train", "evaluate", "predict", "export"] + shims)
+    assert sorted(target.split(":")[0].removeprefix("cxr_fast.") for target in scripts.values()) == commands
+    for name, target in scripts.items():
+        module, function = target.split(":")
+        assert name == "cxr-fast-" + module.removeprefix("cxr_fast.").replace("_", "-")
+        tree = ast.parse(open(os.path.join(ROOT, *module.split(".")) + ".py").read())  # each defines its flags
+        assert any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body), target
+    for shim in shims:  # `python -m tools.NAME` in a clone runs the packaged command
+        assert f"from cxr_fast.{shim} import run" in open(os.path.join(ROOT, "tools", shim + ".py")).read()

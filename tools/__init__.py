@@ -1,1 +1,1 @@
-"""Command-line tools that prepare data for cxr_fast (run as `python -m tools.NAME`)."""
+"""`python -m tools.NAME` from a clone: shims for the commands in the `cxr_fast` package (not installed)."""
