@@ -3,7 +3,7 @@ both as a share of an EfficientNet training step on the same batch and device.
 
     python -m benchmarks.augment --seconds=10 --json=augment.json
 
-Targets (BUILD.md): fused >= 3x the chain; fused <= 2% of an EfficientNetB2 step at 128 px.
+Targets (docs/benchmarks.md): fused >= 3x the chain; fused <= 2% of an EfficientNetB2 step at 128 px.
 """
 import keras
 import numpy as np

@@ -1,13 +1,13 @@
 """Every benchmark in one run: one JSON, bar charts (log scale, reference marked), a markdown table,
-and the check of BUILD.md's targets.
+and the check of the targets in docs/benchmarks.md.
 
-    python -m benchmarks.run_all --output_dir=bench_out --check [--data_root=chest_xray] [--build_md=BUILD.md]
+    python -m benchmarks.run_all --output_dir=bench_out --check [--data_root=chest_xray] [--measured_md=docs/benchmarks.md]
 
 `--data_root` is a Kermany-layout folder (train/, val/, test/ of full-size films); without it a
 Kermany-sized synthetic set is generated first (3,300 patients: ~6,800 films, ~5,600 in train/,
 so the record sets hold >= 3,500 training records and caches and shuffle buffers behave as on
-the real set).  `--check` exits 1 naming every target in BUILD.md's Targets table that this run
-missed; `--build_md` rewrites BUILD.md's measured section (between its markers) from this run.
+the real set).  `--check` exits 1 naming every target in docs/benchmarks.md's Targets table that this run
+missed; `--measured_md` rewrites that page's measured section (between its markers) from this run.
 """
 import io
 import os
@@ -75,14 +75,14 @@ def report(payload, command):
     return (f"Command: `{command}`; machine: {machine['cores']} cores ({machine['processor']}), "
             f"{machine['gpus']} GPUs, TensorFlow {machine['tensorflow']}, Python {machine['python']}; "
             f"date {machine['date']}; {payload['train_records']:,} training records of 128 px behind every "
-            f"cached and uncached row.\n\nTime to a trained model, input side (BUILD.md, \"Like for like\"):\n\n"
+            f"cached and uncached row.\n\nTime to a trained model, input side (docs/benchmarks.md, \"Like for like\"):\n\n"
             f"{end_to_end.markdown(payload['results']['end_to_end'], payload['epochs'])}\n"
             f"Every variant:\n\n{markdown(payload['results'])}\n"
             f"Figures the targets refer to:\n\n| figure | measured |\n|---|---|\n{figures}\n")
 
 
-def write_build_md(path, section):
-    """Replaces the text between BUILD.md's two markers with `section` (written to a temporary name first)."""
+def write_measured_md(path, section):
+    """Replaces the text between the page's two markers with `section` (written to a temporary name first)."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
     begin, end = (text.find(marker) for marker in MARKERS)
@@ -125,16 +125,16 @@ def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2
     return payload
 
 
-def finish(payload, command, output_dir, build_md=None, targets_file=None, log=print):
-    """Writes report.md (and BUILD.md's measured section); returns the exit code of `--check`:
+def finish(payload, command, output_dir, measured_md=None, targets_file=None, log=print):
+    """Writes report.md (and the measured section of `measured_md`); returns the exit code of `--check`:
     1 when a figure misses its target in `targets_file` (each named), else 0."""
     section = report(payload, command)
     atomic.write_text(os.path.join(output_dir, "report.md"), section)
     log(section)
     log(f"charts, benchmarks.json and report.md in {output_dir}")
-    if build_md:
-        write_build_md(build_md, section)
-        log(f"{build_md}: measured section rewritten from this run")
+    if measured_md:
+        write_measured_md(measured_md, section)
+        log(f"{measured_md}: measured section rewritten from this run")
     if not targets_file:
         return 0
     failures = targets.check(payload["figures"], targets.read(targets_file))
@@ -151,7 +151,7 @@ def main(argv):
     payload = run(FLAGS.output_dir, FLAGS.data_root, FLAGS.seconds, FLAGS.num_patients, FLAGS.backbone,
                   FLAGS.image_size, FLAGS.batch_size, epochs=FLAGS.epochs)
     command = "python -m benchmarks.run_all " + shlex.join(sys.argv[1:])
-    sys.exit(finish(payload, command, FLAGS.output_dir, FLAGS.build_md, FLAGS.targets if FLAGS.check else None))
+    sys.exit(finish(payload, command, FLAGS.output_dir, FLAGS.measured_md, FLAGS.targets if FLAGS.check else None))
 
 
 if __name__ == "__main__":
@@ -165,7 +165,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_integer("epochs", end_to_end.EPOCHS, "Epochs of the end-to-end input-side time.")
     flags.DEFINE_bool("check", False, "Exit 1, naming each, when a figure misses its target in --targets.")
-    flags.DEFINE_string("targets", "BUILD.md", "The file whose Targets table --check reads.")
-    flags.DEFINE_string("build_md", None, "Rewrite this BUILD.md's measured section from the run.")
+    flags.DEFINE_string("targets", "docs/benchmarks.md", "The file whose Targets table --check reads.")
+    flags.DEFINE_string("measured_md", None, "Rewrite this page's measured section (docs/benchmarks.md) from the run.")
     flags.mark_flags_as_required(["output_dir"])
     app.run(main)

@@ -1,6 +1,6 @@
-"""The speed targets written in BUILD.md, and the check `python -m benchmarks.run_all --check` makes.
+"""The speed targets written in docs/benchmarks.md, and the check `python -m benchmarks.run_all --check` makes.
 
-BUILD.md's "Targets" table is the one place a target is written; each row names a figure that
+docs/benchmarks.md's "Targets" table is the one place a target is written; each row names a figure that
 `run_all` computes (`figures`), a comparison and a bound:
 
     | `jpeg_no_cache_img_per_s` | >= 12000 | 128 px JPEG records, no cache, all cores |
@@ -12,13 +12,13 @@ import re
 _ROW = re.compile(r"^\|\s*`(\w+)`\s*\|\s*(>=|<=)\s*([\d.,]+)\s*\|\s*(.*?)\s*\|\s*$")
 
 
-def read(build_md):
-    """[(figure, comparison, bound, description)] from the Targets table of a BUILD.md file."""
-    with open(build_md, encoding="utf-8") as f:
+def read(path):
+    """[(figure, comparison, bound, description)] from the Targets table of a Markdown page."""
+    with open(path, encoding="utf-8") as f:
         rows = [_ROW.match(line) for line in f]
     targets = [(m[1], m[2], float(m[3].replace(",", "")), m[4]) for m in rows if m]
     if not targets:
-        raise ValueError(f"{build_md} has no targets table (rows like | `figure` | >= 12000 | what |)")
+        raise ValueError(f"{path} has no targets table (rows like | `figure` | >= 12000 | what |)")
     return targets
 
 

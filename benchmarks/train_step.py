@@ -22,7 +22,7 @@
     Kermany's 5,216 training films at that batch (model 2: --freeze_fraction=0.7).
 
 On a GPU host, `--device_check` first prints where the augmentation's resample runs and in
-which dtype (see BUILD.md, Known limits: what only a GPU can confirm).
+which dtype (docs/scaling.md, what only a GPU can confirm).
 """
 import dataclasses
 import time
@@ -41,7 +41,7 @@ from cxr_fast.training import model as model_lib
 from cxr_fast.training.steps import Steps
 
 # One H200 training EfficientNetB2 at 128 px, float32, batch 64: ~5,800 img/s (measured with
-# Keras on JAX, not on this project's machines; see BUILD.md).
+# Keras on JAX, not on this project's machines; see docs/benchmarks.md).
 H200_B2_128_IMG_PER_S = 5800.0
 HEADROOM_TARGET = 10.0
 

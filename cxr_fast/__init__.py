@@ -15,8 +15,8 @@ environment already says otherwise.  TensorFlow's default host allocator is mall
 `tf.distribute` input iterator exists (every training run has one), glibc serves each batch
 the input pipeline assembles (4 MB at 256 x 128 px) with a fresh mmap, and the kernel zeroes and
 maps its pages again: measured on the 2-core CI machine, 2 million page faults in 8 s and the
-cached input stream at 47,000-70,000 img/s instead of 90,000-157,000 with the pool (BUILD.md,
-"Host allocator").  TensorFlow reads the setting when it first allocates host memory, so it
+cached input stream at 47,000-70,000 img/s instead of 90,000-157,000 with the pool (docs/benchmarks.md,
+"How the pipeline reaches these numbers").  TensorFlow reads the setting when it first allocates host memory, so it
 must be set before the first TensorFlow operation, which importing cxr_fast does.  The pool's
 limit is the machine's memory (TensorFlow's default is 64 GB, below a big host's decoded cache).
 """

@@ -379,7 +379,7 @@ class TrainConfig:
         Auto (-1): a quarter of the epochs when the backbone starts from scratch (`--weights=none`)
         with the fused reference augmentation, else 0 (the reference: full ranges from step 0).
         From scratch, EfficientNet met the full ranges before it had found the sign and learned
-        nothing (BUILD.md, "Augmentation ramp from scratch"); the same net, having learned with weak ranges, kept
+        nothing (docs/design.md, "Augmentation ramp from scratch"); the same net, having learned with weak ranges, kept
         learning under full ones.  The ramp waits (flips only) for the first epoch whose validation
         AUC reaches `augment_ramp_start_auc`: a faint sign took the net longer to find than a
         fixed ramp gave it, and even a quarter of the ranges hid it.

@@ -9,11 +9,12 @@ import sys
 from absl import app, flags, logging
 
 from cxr_fast import topology
-from cxr_fast.errors import ClusterError, InputError
+from cxr_fast.errors import ClusterError, InputError, TrainingError
 
 
 def run_main(main, devices=True):
-    """absl `app.run(main)`, printing `InputError` (exit status 2) or `ClusterError` (1) as one line.
+    """absl `app.run(main)`, printing `InputError` (exit status 2), `ClusterError` or `TrainingError`
+    (1) as one line.
 
     With `devices`, CXR_FAST_CPU_DEVICES (`cxr_fast.topology`) is applied first, before `main`
     can start TensorFlow; a launcher that only starts other processes passes False and stays
@@ -29,7 +30,7 @@ def run_main(main, devices=True):
             if devices:
                 topology.apply()
             return main(argv)
-        except (InputError, ClusterError) as err:
+        except (InputError, ClusterError, TrainingError) as err:
             prog = os.path.basename(sys.argv[0]) or "cxr_fast"
             print(f"{prog}: error: {err}", file=sys.stderr)
             sys.exit(2 if isinstance(err, InputError) else 1)

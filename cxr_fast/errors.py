@@ -13,3 +13,7 @@ class InputError(ValueError):
 
 class ClusterError(RuntimeError):
     """A multi-worker run lost a worker or a collective timed out; the message says what to do."""
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on as configured (its loss diverged); the message names the flags to change."""

@@ -7,7 +7,7 @@ Everything after `--` goes to every worker (`python -m cxr_fast.train` unless --
 otherwise), with `--strategy=multi_worker` added when not given.  Each worker gets a free port
 and its own TF_CONFIG; its output is printed prefixed with `[worker i]`.  If one worker fails
 the others are stopped, and the launcher exits with that worker's code.  On real hosts, start
-the same train command on each host with that host's TF_CONFIG (see BUILD.md).  On one
+the same train command on each host with that host's TF_CONFIG (docs/scaling.md).  On one
 machine with 8 GPUs, `--num_workers=2` gives each worker its own four (`--share_gpus` to share).
 """
 import signal

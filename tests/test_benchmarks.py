@@ -104,16 +104,16 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     figures = payload["figures"]
     assert figures["train_records"] == payload["train_records"] > 0 and figures["raw_no_cache_img_per_s"] is None
     assert figures["end_to_end_30_epochs_over_reference"] == on_cpu["speedup_over_reference"]
-    build_md = tmp_path / "BUILD.md"
-    build_md.write_text(f"# B\n| `train_records` | >= 1 | records |\n{run_all.MARKERS[0]}\nold\n{run_all.MARKERS[1]}\ntail\n")
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# B\n| `train_records` | >= 1 | records |\n{run_all.MARKERS[0]}\nold\n{run_all.MARKERS[1]}\ntail\n")
     lines = []
-    assert run_all.finish(payload, "python -m benchmarks.run_all --output_dir=x", str(tmp_path), str(build_md),
-                          str(build_md), log=lines.append) == 0
+    assert run_all.finish(payload, "python -m benchmarks.run_all --output_dir=x", str(tmp_path), str(page),
+                          str(page), log=lines.append) == 0
     section = (tmp_path / "report.md").read_text()
     assert "python -m benchmarks.run_all --output_dir=x" in section and "(extrapolated from 1)" in section
-    text = build_md.read_text()
+    text = page.read_text()
     assert "old" not in text and section in text and text.endswith(f"{run_all.MARKERS[1]}\ntail\n")
-    assert lines[-1] == f"every target in {build_md} met"
+    assert lines[-1] == f"every target in {page} met"
     targets_md = tmp_path / "targets.md"  # a miss and a figure this run did not measure: exit 1, both named
     targets_md.write_text("| `train_records` | >= 1000000000 | records |\n| `raw_no_cache_img_per_s` | >= 1 | raw |\n")
     lines = []
@@ -122,15 +122,15 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     assert "train_records (records)" in lines[-2] and "raw_no_cache_img_per_s (raw): not measured" in lines[-1]
 
 
-def test_targets_are_read_from_build_md_and_a_miss_is_named(tmp_path):
+def test_targets_are_read_from_the_page_and_a_miss_is_named(tmp_path):
     from benchmarks import targets
 
-    build_md = tmp_path / "BUILD.md"
-    build_md.write_text("| figure | target | what |\n|---|---|---|\n"
+    page = tmp_path / "benchmarks.md"
+    page.write_text("| figure | target | what |\n|---|---|---|\n"
                         "| `jpeg_no_cache_img_per_s` | >= 12,000 | JPEG, no cache |\n"
                         "| `augment_share_of_step` | <= 0.02 | augmentation's share |\n"
                         "| `raw_no_cache_img_per_s` | >= 25000 | raw |\n")
-    read = targets.read(str(build_md))
+    read = targets.read(str(page))
     assert read[0] == ("jpeg_no_cache_img_per_s", ">=", 12000.0, "JPEG, no cache")
     met = {"jpeg_no_cache_img_per_s": 16000, "augment_share_of_step": 0.01, "raw_no_cache_img_per_s": 30000}
     assert targets.check(met, read) == []
@@ -138,19 +138,19 @@ def test_targets_are_read_from_build_md_and_a_miss_is_named(tmp_path):
     assert missed == ["jpeg_no_cache_img_per_s (JPEG, no cache): 11,000, target >= 12,000",
                       "raw_no_cache_img_per_s (raw): not measured in this run"]
     assert targets.check({**met, "augment_share_of_step": 0.03}, read)[0].startswith("augment_share_of_step")
-    build_md.write_text("# no table here\n")
+    page.write_text("# no table here\n")
     with pytest.raises(ValueError, match="no targets table"):
-        targets.read(str(build_md))
+        targets.read(str(page))
 
 
-def test_the_projects_build_md_has_a_target_for_every_figure():
+def test_the_benchmarks_page_has_a_target_for_every_figure():
     from benchmarks import run_all, targets
 
-    build_md = os.path.join(os.path.dirname(__file__), "..", "BUILD.md")
-    names = {name for name, *_ in targets.read(build_md)}
+    page = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
+    names = {name for name, *_ in targets.read(page)}
     payload = {"results": {}, "machine": {"cores": 2}}
     assert names == set(targets.figures(payload, 2))
-    assert all(marker in open(build_md).read() for marker in run_all.MARKERS)
+    assert all(marker in open(page).read() for marker in run_all.MARKERS)
 
 
 def test_a_measured_pipeline_stops_its_threads(records_dir):

@@ -76,3 +76,11 @@ def test_train_shards_that_yield_no_records_are_an_error_not_a_spin(copy_of, tmp
 def test_nonsense_numbers_are_one_line_errors(records_dir, tmp_path, flag, said):
     assert_one_line_error(run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={tmp_path / 'run'}", *TINY,
                               flag), said)
+
+
+def test_a_diverging_loss_is_one_line_naming_the_flags(records_dir, tmp_path):
+    result = run("cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={tmp_path / 'run'}", *TINY,
+                 "--learning_rate=1e30")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    said = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(said) == 1 and "loss became NaN" in said[0] and "--learning_rate" in said[0], result.stderr[-2000:]

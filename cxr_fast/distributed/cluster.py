@@ -1,7 +1,7 @@
 """A local multi-worker cluster: N processes on 127.0.0.1, each with its own TF_CONFIG.
 
 For trying `--strategy=multi_worker` on one machine and for the tests; on real hosts each
-worker is started by the scheduler with the TF_CONFIG this module writes (see BUILD.md).
+worker is started by the scheduler with the TF_CONFIG this module writes (docs/scaling.md).
 The launcher streams every worker's output prefixed with `[worker i]`, and when one worker
 fails it stops the others (SIGTERM to the worker's process group, SIGKILL after a grace
 period) instead of leaving them blocked in a collective.  No TensorFlow import here: the

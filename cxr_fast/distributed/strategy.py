@@ -1,6 +1,6 @@
 """Where and how a run computes: strategy, precision and XLA, chosen per device, and who writes.
 
-Choices measured on this project's CPU machine (see BUILD.md): XLA made an EfficientNetB2 step
+Choices measured on this project's CPU machine (docs/design.md, docs/scaling.md): XLA made an EfficientNetB2 step
 about 12x slower and mixed_bfloat16 about 2x slower than float32, so `auto` turns both off on
 CPU.  On GPUs XLA fuses the many small ops of EfficientNet; bfloat16 needs compute capability
 8.0 (Ampere) or newer, float16 (with loss scaling) 7.0 (Volta, Turing).

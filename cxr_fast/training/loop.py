@@ -31,7 +31,7 @@ from cxr_fast.config import SMALL_REPLICA_BATCH
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import service as data_service
 from cxr_fast.distributed import strategy as strategy_lib
-from cxr_fast.errors import ClusterError, InputError
+from cxr_fast.errors import ClusterError, InputError, TrainingError
 from cxr_fast.evaluation import metrics, multilabel
 from cxr_fast.serving import inference, savedmodel
 from cxr_fast.training import checkpointing
@@ -235,7 +235,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
             global_step += count
             callback_list.on_train_batch_end(step_in_epoch, {"loss": totals[0] / totals[2]})
             if model.stop_training:  # TerminateOnNaN
-                raise FloatingPointError(f"loss became NaN at epoch {epoch + 1}, step {step_in_epoch}; "
+                raise TrainingError(f"loss became NaN at epoch {epoch + 1}, step {step_in_epoch}; "
                                          "lower --learning_rate or try --precision=float32")
             if time.time() - last_print > 5 or step_in_epoch == steps_per_epoch:
                 last_print = time.time()
