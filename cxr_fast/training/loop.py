@@ -1,11 +1,13 @@
 """The custom distributed training loop: one code path for one device, one host, many hosts.
 
-Reads top to bottom: setup (strategy, precision, XLA, outputs) -> data (record set, class
-weights) -> model, optimizer and step functions (`cxr_fast.training.steps`: built in the strategy
-scope; augmentation on the replica's device outside XLA, forward/backward jit-compiled when
-the device gains from it, `steps_per_loop` steps per tf.function call) -> resume from the
-checkpoint if any -> epoch loop with the reference's callbacks and periodic checkpoints
-(`cxr_fast.training.checkpointing`) -> best weights, model.keras, test score.
+`train_and_evaluate` reads top to bottom, each piece a function of a `Run` (what the run holds
+once set up) and a `Position` (epoch, step in epoch, global step), no closures over loop state:
+`_setup` (strategy, precision, XLA, outputs; record set and class weights; model, optimizer and
+step functions from `cxr_fast.training.steps`) -> `_resume` (the checkpoint, if any) -> per epoch
+`train_one_epoch` (`steps_per_loop` steps per tf.function call, mid-epoch checkpoints),
+`validate` (precise BatchNorm statistics, val scored by all replicas) and `end_of_epoch`
+(callbacks, history, the ramp's gate, checkpoint) -> `_finish_run` (best weights, model.keras,
+test score, export).
 
 A multi-label record set (its manifest names `findings`) gets one sigmoid per finding and a
 masked, per-finding class-weighted loss (`steps`); its val_auc is the macro AUC over findings.
@@ -95,13 +97,79 @@ def _check_model_dir(config, chief):
                          f"({', '.join(sorted(leftover)[:3])}); choose a new --model_dir")
 
 
+@dataclasses.dataclass
+class Position:
+    """Where a run stands: epochs completed, steps into the current epoch, steps in all."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclasses.dataclass
+class Run:
+    """What one training run holds once it is set up (`_setup`); the loop's functions take it
+    and a `Position` as arguments instead of closing over loop variables."""
+
+    config: object
+    log: object
+    strategy: object
+    steps: Steps
+    record_set: object
+    out: object
+    chief: bool
+    workers: int
+    steps_per_epoch: int
+    steps_per_loop: int
+    ramp_epochs: float  # 0: no augmentation ramp
+    gate: float  # the val AUC that starts the ramp (0: from the first step)
+    precise_batches: int
+    run_state: object = None
+    callbacks: list = None
+    callback_list: object = None
+    summaries: object = None
+    last_checkpoint: float = 0.0  # time.time() of the last save
+    built: bool = False  # the first train_loop call traced and built the step
+
+    @property
+    def model(self):
+        return self.steps.model
+
+
 def train_and_evaluate(config, log=print, flags_text=None):
     """Trains as configured, resuming from model_dir when it holds a run; returns a summary dict.
 
     `flags_text`, the entry point's resolved flags, is kept as `{model_dir}/flags.txt`.
     """
     config.validate()
-    # ---- setup
+    run = _setup(config, log, flags_text)
+    saved, position = _resume(run)
+    if saved and saved.get("finished"):
+        log(f"{config.model_dir} already holds a finished run; nothing to train")
+        run.out.cleanup()
+        return saved["summary"]
+    history = saved["history"] if saved else []
+    iterator = iter(run.strategy.distribute_datasets_from_function(_training_input(run, position)))
+    statistics_sample = _statistics_sample(run)
+    _start_callbacks(run, saved)
+    totals = _epoch_totals(saved["epoch_totals"] if saved and position.step_in_epoch else None)
+    while position.epoch < config.epochs and not run.model.stop_training:
+        run.callback_list.on_epoch_begin(position.epoch)
+        epoch_start = time.time()
+        totals = train_one_epoch(run, iterator, position, totals, history)
+        val = validate(run, statistics_sample)
+        end_of_epoch(run, position, history, totals, val, time.time() - epoch_start)
+        totals = _epoch_totals(None)
+    run.callback_list.on_train_end()
+    if run.gate and not run.steps.ramp_started:
+        log(f"warning: no epoch reached val AUC {run.gate:g}, so the geometric augmentation never started (flips "
+            "only); train longer, start from ImageNet weights, or lower --augment_ramp_start_auc")
+    return _finish_run(run, position, history)
+
+
+def _setup(config, log, flags_text):
+    """Strategy, precision and XLA; the record set and its class weights; model, optimizer and
+    step functions; the output folder with config.json and flags.txt."""
     if config.deterministic:  # before the first op; the seeds below make the rest reproducible
         tf.config.experimental.enable_op_determinism()
     strategy = strategy_lib.make_strategy(config.strategy, config.collective_timeout_secs)
@@ -116,14 +184,8 @@ def train_and_evaluate(config, log=print, flags_text=None):
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas, precision {policy}, "
         f"XLA {'on' if jit else 'off'}" + (", op determinism on" if config.deterministic else ""))
     config = _with_batch_norm_sync(config, strategy.num_replicas_in_sync, jit, log)
-
-    # ---- data
     record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
-    if record_set.findings:  # a multi-label set: one sigmoid per finding, named in the manifest
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, findings=record_set.findings))
-        log(f"multi-label set: {len(record_set.findings)} findings ({', '.join(record_set.findings)})")
-    else:  # the class names predict and the serving signature answer with
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, classes=record_set.classes))
+    config = _with_record_set(config, record_set, log)
     if chief:
         atomic.write_json(os.path.join(out.path, "config.json"), dataclasses.asdict(config))
         if flags_text:
@@ -138,161 +200,205 @@ def train_and_evaluate(config, log=print, flags_text=None):
                                                if tf.config.list_physical_devices("GPU") else 1)
     log(f"train {record_set.num_records('train')} records, {steps_per_epoch} steps of {global_batch} per epoch, "
         f"{steps_per_loop} per loop; class weights {np.round(weights, 4).tolist()}")
-
-    # ---- model, optimizer, step functions
     ramp_epochs = config.augment_ramp()
     gate = config.augment_ramp_start_auc if ramp_epochs else 0.0
     steps = Steps(config, strategy, weights, policy, jit, ramp_steps=ramp_epochs * steps_per_epoch,
                   ramp_start=None if gate else 0)
+    _log_ramp(ramp_epochs, gate, steps_per_epoch, log)
+    for line in model_lib.describe(model_lib.parameter_report(steps.model, steps.backbone, config.model)):
+        log(line)
+    # At most a quarter of an epoch's steps (forward only: <~8% of the epoch's compute on small sets).
+    precise_batches = min(config.precise_bn_batches, max(1, steps_per_epoch // 4))
+    return Run(config, log, strategy, steps, record_set, out, chief, workers, steps_per_epoch, steps_per_loop,
+               ramp_epochs, gate, precise_batches)
+
+
+def _with_record_set(config, record_set, log):
+    """The config with what the record set decides: a multi-label set's findings (one sigmoid
+    each), else the class names predict and the serving signature answer with."""
+    if record_set.findings:
+        log(f"multi-label set: {len(record_set.findings)} findings ({', '.join(record_set.findings)})")
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, findings=record_set.findings))
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, classes=record_set.classes))
+
+
+def _log_ramp(ramp_epochs, gate, steps_per_epoch, log):
     if ramp_epochs:
         log(f"augmentation ramps from no geometric change (flips only) to the full ranges over {ramp_epochs:g} "
             f"epochs ({round(ramp_epochs * steps_per_epoch)} steps; --augment_ramp_epochs), "
             + (f"starting after the first epoch with val AUC >= {gate:g} (--augment_ramp_start_auc)" if gate
                else "from the first step"))
-    model, optimizer, position = steps.model, steps.optimizer, steps.position
-    report = model_lib.parameter_report(model, steps.backbone, config.model)
-    for line in model_lib.describe(report):
-        log(line)
-    run_state = checkpointing.RunState(out.path, tf.train.Checkpoint(model=model, optimizer=optimizer, **position),
-                                       read_dir=config.model_dir)
-    saved = run_state.load() if config.resume else None
-    if workers > 1:
-        _check_same_start(steps, position, config.model_dir)
-    history = saved["history"] if saved else []
-    started = ramp_start_epoch(history, gate) if gate else None
+
+
+def _resume(run):
+    """(the saved run state or None, the Position to start from); a resumed run's ramp restarts
+    where it had started, and every worker must start from the same step."""
+    steps = run.steps
+    checkpoint = tf.train.Checkpoint(model=steps.model, optimizer=steps.optimizer, **steps.position)
+    run.run_state = checkpointing.RunState(run.out.path, checkpoint, read_dir=run.config.model_dir)
+    saved = run.run_state.load() if run.config.resume else None
+    if run.workers > 1:
+        _check_same_start(steps, steps.position, run.config.model_dir)
+    started = ramp_start_epoch(saved["history"], run.gate) if saved and run.gate else None
     if started is not None:  # a resumed run whose ramp had started
-        steps.start_ramp(started * steps_per_epoch)
-    if saved and saved.get("finished"):
-        log(f"{config.model_dir} already holds a finished run; nothing to train")
-        out.cleanup()
-        return saved["summary"]
-    epoch, step_in_epoch, global_step = (int(position[k].numpy()) for k in ("epoch", "step_in_epoch", "global_step"))
-    if saved:
-        log(f"resuming at epoch {epoch + 1}, step {step_in_epoch} (global step {global_step})")
-    # Epoch e's sample order is a function of (seed, e): a resumed run skips the batches it consumed.
-    data_config = config.data
-    if config.data.data_service:  # the service's dynamic sharding is not reproducible: a fresh order
-        seed = config.data.seed + global_step
+        steps.start_ramp(started * run.steps_per_epoch)
+    position = Position(*(int(steps.position[k].numpy()) for k in ("epoch", "step_in_epoch", "global_step")))
+    if saved and not saved.get("finished"):
+        run.log(f"resuming at epoch {position.epoch + 1}, step {position.step_in_epoch} "
+                f"(global step {position.global_step})")
+    return saved, position
+
+
+def _training_input(run, position):
+    """The dataset function of the training stream from `position`: epoch e's order is a function
+    of (seed, e), so a resumed run skips the batches it consumed; the tf.data service's dynamic
+    sharding is not reproducible, so through it the order is a fresh one."""
+    data_config = run.config.data
+    if data_config.data_service:
+        seed = data_config.seed + position.global_step
         data_config = dataclasses.replace(data_config, seed=seed,
-                                          service_job=data_service.job_name(config.model_dir, seed))
-        log(f"training input from the tf.data service at {config.data.data_service} (job {data_config.service_job})")
-    iterator = iter(strategy.distribute_datasets_from_function(
-        pipeline.dataset_fn(record_set, data_config, (epoch, step_in_epoch), steps_per_epoch)))
-    # At most a quarter of an epoch's steps (forward only: <~8% of the epoch's compute on small sets).
-    precise_batches = min(config.precise_bn_batches, max(1, steps_per_epoch // 4))
-    statistics_sample = None
-    if precise_batches:
-        statistics_sample = strategy.distribute_datasets_from_function(
-            lambda context: pipeline.statistics_sample(record_set, config.data, precise_batches, context))
-        log(f"precise BatchNorm statistics on {precise_batches} batches of {global_batch} before each validation")
+                                          service_job=data_service.job_name(run.config.model_dir, seed))
+        run.log(f"training input from the tf.data service at {data_config.data_service} "
+                f"(job {data_config.service_job})")
+    return pipeline.dataset_fn(run.record_set, data_config, (position.epoch, position.step_in_epoch),
+                               run.steps_per_epoch)
 
-    def validate():
-        """Every worker reads the whole val split; all replicas score it together (each record once, in order)."""
-        if statistics_sample:
-            steps.precise_batch_norm(iter(statistics_sample), precise_batches)
-        else:
-            steps.sync_moving_statistics()
-        labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "val", config.data), steps.predict)
-        return {**score(record_set, labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
 
-    # ---- epochs, callbacks, checkpoints
-    callbacks = [
-        checkpointing.BestWeights(os.path.join(out.path, BEST_WEIGHTS), monitor="val_loss"),
+def _statistics_sample(run):
+    """The fixed training sample precise BatchNorm statistics are computed on (None: off)."""
+    if not run.precise_batches:
+        return None
+    run.log(f"precise BatchNorm statistics on {run.precise_batches} batches of {run.config.data.global_batch_size} "
+            "before each validation")
+    return run.strategy.distribute_datasets_from_function(
+        lambda context: pipeline.statistics_sample(run.record_set, run.config.data, run.precise_batches, context))
+
+
+def _start_callbacks(run, saved):
+    """The reference's callbacks (best weights, ReduceLROnPlateau, EarlyStopping) and NaN's stop,
+    restored from the checkpoint when resuming; the TensorBoard writer."""
+    config = run.config
+    run.callbacks = [
+        checkpointing.BestWeights(os.path.join(run.out.path, BEST_WEIGHTS), monitor="val_loss"),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.reduce_lr_factor,
                                           patience=config.reduce_lr_patience, min_lr=config.min_learning_rate),
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience),
         keras.callbacks.TerminateOnNaN(),
     ]
-    callback_list = keras.callbacks.CallbackList(callbacks, model=model)
-    callback_list.on_train_begin()
+    run.callback_list = keras.callbacks.CallbackList(run.callbacks, model=run.model)
+    run.callback_list.on_train_begin()
     if saved:
-        checkpointing.restore_callback_state(callbacks, saved["callbacks"])
-    summaries = tf.summary.create_file_writer(os.path.join(out.path, "tensorboard"))
+        checkpointing.restore_callback_state(run.callbacks, saved["callbacks"])
+    run.summaries = tf.summary.create_file_writer(os.path.join(run.out.path, "tensorboard"))
+    run.last_checkpoint = time.time()
 
-    def checkpoint(epoch_totals):
-        for name, value in (("epoch", epoch), ("step_in_epoch", step_in_epoch), ("global_step", global_step)):
-            position[name].assign(value)
-        run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks),
-                        "epoch_totals": epoch_totals, "finished": False}, global_step)
 
-    last_checkpoint, built = time.time(), False
-    while epoch < config.epochs and not model.stop_training:
-        callback_list.on_epoch_begin(epoch)
-        totals = _epoch_totals(saved["epoch_totals"] if saved and step_in_epoch else None)
-        epoch_start, last_print = time.time(), 0.0
-        while step_in_epoch < steps_per_epoch:
-            count = min(steps_per_loop, steps_per_epoch - step_in_epoch)
-            loop_start = time.time()
-            loop = steps.train_loop(iterator, tf.constant(count), tf.constant(global_step, tf.int64)).numpy()
-            elapsed = time.time() - loop_start
-            if not built:
-                built = True
-                replicas = strategy.num_replicas_in_sync
-                log(f"training step traced and built in {elapsed:.1f} s (first call"
-                    + ("; the replica function is traced once per replica)" if replicas > 1 else ")"))
-            totals += loop
-            step_in_epoch += count
-            global_step += count
-            callback_list.on_train_batch_end(step_in_epoch, {"loss": totals[0] / totals[2]})
-            if model.stop_training:  # TerminateOnNaN
-                raise TrainingError(f"loss became NaN at epoch {epoch + 1}, step {step_in_epoch}; "
-                                         "lower --learning_rate or try --precision=float32")
-            if time.time() - last_print > 5 or step_in_epoch == steps_per_epoch:
-                last_print = time.time()
-                log(f"epoch {epoch + 1}/{config.epochs} step {step_in_epoch}/{steps_per_epoch} "
+def save_checkpoint(run, position, history, epoch_totals, finished=False, summary=None):
+    """The run's state at `position`: weights, optimizer, position, history, callbacks."""
+    for name, value in dataclasses.asdict(position).items():
+        run.steps.position[name].assign(value)
+    state = {"history": history, "callbacks": checkpointing.callback_state(run.callbacks),
+             "epoch_totals": epoch_totals, "finished": finished}
+    run.run_state.save({**state, "summary": summary} if finished else state, position.global_step)
+    run.last_checkpoint = time.time()
+
+
+def train_one_epoch(run, iterator, position, totals, history):
+    """Trains from `position` to the end of its epoch, `steps_per_loop` steps per call, logging
+    progress and saving mid-epoch checkpoints when due; returns the epoch's totals."""
+    config, last_print = run.config, 0.0
+    while position.step_in_epoch < run.steps_per_epoch:
+        count = min(run.steps_per_loop, run.steps_per_epoch - position.step_in_epoch)
+        loop_start = time.time()
+        loop = run.steps.train_loop(iterator, tf.constant(count), tf.constant(position.global_step, tf.int64)).numpy()
+        elapsed = time.time() - loop_start
+        if not run.built:
+            run.built = True
+            run.log(f"training step traced and built in {elapsed:.1f} s (first call"
+                    + ("; the replica function is traced once per replica)" if run.strategy.num_replicas_in_sync > 1
+                       else ")"))
+        totals += loop
+        position.step_in_epoch += count
+        position.global_step += count
+        run.callback_list.on_train_batch_end(position.step_in_epoch, {"loss": totals[0] / totals[2]})
+        if run.model.stop_training:  # TerminateOnNaN
+            raise TrainingError(f"loss became NaN at epoch {position.epoch + 1}, step {position.step_in_epoch}; "
+                                "lower --learning_rate or try --precision=float32")
+        if time.time() - last_print > 5 or position.step_in_epoch == run.steps_per_epoch:
+            last_print = time.time()
+            run.log(f"epoch {position.epoch + 1}/{config.epochs} step {position.step_in_epoch}/{run.steps_per_epoch} "
                     f"loss {totals[0] / totals[2]:.4f} acc {totals[1] / totals[2]:.3f} | "
                     f"{loop[3] / elapsed:,.0f} img/s" + ("" if config.deterministic else
                                                          f", input wait {100 * loop[4] / elapsed:.1f}%"))
-            if step_in_epoch < steps_per_epoch and _checkpoint_due(steps, workers, time.time() - last_checkpoint,
-                                                                   config.checkpoint_every_secs):
-                checkpoint(totals.tolist())
-                last_checkpoint = time.time()
-                log(f"checkpoint saved at epoch {epoch + 1}, step {step_in_epoch}")
-        val = validate()
-        logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
-                **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall", "count")},
-                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                "augment_strength": (float(steps.augment_strength(global_step - 1))
-                                     if config.augment.kind == "reference" else None),
-                "seconds": time.time() - epoch_start}
-        if workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker
-            logs = _agreed(steps, logs)
-        callback_list.on_epoch_end(epoch, logs)
-        history.append({"epoch": epoch + 1, **{k: None if v is None else float(v) for k, v in logs.items()}})
-        with summaries.as_default(step=epoch + 1):
-            for key, value in history[-1].items():
-                if key != "epoch" and value is not None:
-                    tf.summary.scalar(key, value)
-        log("epoch {epoch}: loss {loss:.4f} acc {accuracy:.3f} val_loss {val_loss:.4f} val_acc {val_accuracy:.3f} "
-            "lr {learning_rate:.2e}".format(**history[-1]) + (f" val_auc {val['auc']:.3f}" if val["auc"] else ""))
-        note = constant_predictions_note(val["spread"], logs["accuracy"], logs["val_accuracy"], precise_batches)
-        if note:
-            log(note)
-        if gate and not steps.ramp_started:
-            if ramp_start_epoch(history, gate) is not None:
-                steps.start_ramp(global_step)
-                log(f"val AUC {logs['val_auc']:.3f} >= {gate:g}: the augmentation's ranges ramp to full over the "
-                    f"next {ramp_epochs:g} epochs (--augment_ramp_start_auc)")
-            else:
-                log(f"augmentation stays at flips only until an epoch's val AUC reaches {gate:g} "
-                    "(--augment_ramp_start_auc)")
-        epoch, step_in_epoch = epoch + 1, 0
-        if chief:
-            run_state.write_history(history)
-        checkpoint([0.0] * 5)
-        last_checkpoint = time.time()
-    callback_list.on_train_end()
-    if gate and not steps.ramp_started:
-        log(f"warning: no epoch reached val AUC {gate:g}, so the geometric augmentation never started (flips "
-            "only); train longer, start from ImageNet weights, or lower --augment_ramp_start_auc")
+        if position.step_in_epoch < run.steps_per_epoch and _checkpoint_due(
+                run.steps, run.workers, time.time() - run.last_checkpoint, config.checkpoint_every_secs):
+            save_checkpoint(run, position, history, totals.tolist())
+            run.log(f"checkpoint saved at epoch {position.epoch + 1}, step {position.step_in_epoch}")
+    return totals
 
-    # ---- best weights, final model, test score
-    summary = _finish(config, model, record_set, history, out, steps.predict, log)
-    run_state.save({"history": history, "callbacks": checkpointing.callback_state(callbacks), "epoch_totals": [0] * 5,
-                    "finished": True, "summary": summary}, global_step)
-    out.cleanup()
-    if workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
-        steps.gather([0.0])
+
+def validate(run, statistics_sample):
+    """BatchNorm statistics for the current weights, then the val split scored by all replicas
+    together (every worker reads all of it; each record once, in order)."""
+    if statistics_sample:
+        run.steps.precise_batch_norm(iter(statistics_sample), run.precise_batches)
+    else:
+        run.steps.sync_moving_statistics()
+    val_input = pipeline.eval_dataset(run.record_set, "val", run.config.data)
+    labels, probs, _ = inference.predict_dataset(val_input, run.steps.predict)
+    return {**score(run.record_set, labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
+
+
+def end_of_epoch(run, position, history, totals, val, seconds):
+    """The epoch's logs (agreed by all workers) to the callbacks, history and TensorBoard; the
+    augmentation ramp's gate; the position moved to the next epoch and checkpointed."""
+    config, steps = run.config, run.steps
+    logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
+            **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall", "count")},
+            "learning_rate": float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate)),
+            "augment_strength": (float(steps.augment_strength(position.global_step - 1))
+                                 if config.augment.kind == "reference" else None),
+            "seconds": seconds}
+    if run.workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker
+        logs = _agreed(steps, logs)
+    run.callback_list.on_epoch_end(position.epoch, logs)
+    history.append({"epoch": position.epoch + 1, **{k: None if v is None else float(v) for k, v in logs.items()}})
+    with run.summaries.as_default(step=position.epoch + 1):
+        for key, value in history[-1].items():
+            if key != "epoch" and value is not None:
+                tf.summary.scalar(key, value)
+    run.log("epoch {epoch}: loss {loss:.4f} acc {accuracy:.3f} val_loss {val_loss:.4f} val_acc {val_accuracy:.3f} "
+            "lr {learning_rate:.2e}".format(**history[-1]) + (f" val_auc {val['auc']:.3f}" if val["auc"] else ""))
+    note = constant_predictions_note(val["spread"], logs["accuracy"], logs["val_accuracy"], run.precise_batches)
+    if note:
+        run.log(note)
+    _gate_ramp(run, history, position.global_step)
+    position.epoch, position.step_in_epoch = position.epoch + 1, 0
+    if run.chief:
+        run.run_state.write_history(history)
+    save_checkpoint(run, position, history, [0.0] * 5)
+
+
+def _gate_ramp(run, history, global_step):
+    """Starts the augmentation ramp after the first epoch whose val AUC reached the gate."""
+    if not run.gate or run.steps.ramp_started:
+        return
+    if ramp_start_epoch(history, run.gate) is not None:
+        run.steps.start_ramp(global_step)
+        run.log(f"val AUC {history[-1]['val_auc']:.3f} >= {run.gate:g}: the augmentation's ranges ramp to full over "
+                f"the next {run.ramp_epochs:g} epochs (--augment_ramp_start_auc)")
+    else:
+        run.log(f"augmentation stays at flips only until an epoch's val AUC reaches {run.gate:g} "
+                "(--augment_ramp_start_auc)")
+
+
+def _finish_run(run, position, history):
+    """Best weights, final model, test score and export; the finished state checkpointed."""
+    summary = _finish(run.config, run.model, run.record_set, history, run.out, run.steps.predict, run.log)
+    save_checkpoint(run, position, history, [0] * 5, finished=True, summary=summary)
+    run.out.cleanup()
+    if run.workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
+        run.steps.gather([0.0])
     return summary
 
 
