@@ -47,8 +47,6 @@ def _validate():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     _validate()
     from cxr_fast.distributed import service as data_service  # after validation: bad flags fail before TensorFlow loads
 

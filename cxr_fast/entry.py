@@ -12,13 +12,13 @@ from cxr_fast import topology
 from cxr_fast.errors import ClusterError, InputError, TrainingError
 
 
-def run_main(main, devices=True):
+def run_main(main, devices=True, arguments=False):
     """absl `app.run(main)`, printing `InputError` (exit status 2), `ClusterError` or `TrainingError`
     (1) as one line.
 
     With `devices`, CXR_FAST_CPU_DEVICES (`cxr_fast.topology`) is applied first, before `main`
     can start TensorFlow; a launcher that only starts other processes passes False and stays
-    free of TensorFlow.
+    free of TensorFlow.  A command that takes no `arguments` (all settings are flags) refuses any.
     """
 
     # TensorFlow's INFO chatter (checkpoint sharding, SavedModel assets) buries the progress
@@ -27,6 +27,8 @@ def run_main(main, devices=True):
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)
         try:
+            if len(argv) > 1 and not arguments:
+                raise InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
             if devices:
                 topology.apply()
             return main(argv)

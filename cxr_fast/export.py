@@ -8,7 +8,7 @@ from the header, never decoded) or --max_image_bytes get an error string, not an
 """
 from absl import flags
 
-from cxr_fast import atomic, entry, errors
+from cxr_fast import atomic, entry
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, LIMIT_CEILING, check_range
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
@@ -23,8 +23,6 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise errors.InputError(f"unexpected arguments {argv[1:]}; all settings are flags")
     for name in ("max_image_pixels", "max_image_bytes"):
         check_range(f"--{name}", getattr(FLAGS, name), 1, LIMIT_CEILING)
     inputs = [(FLAGS.model, "the model (--model)")]

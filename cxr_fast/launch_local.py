@@ -57,7 +57,7 @@ def main(argv):
 
 def run():
     """The console script (`cxr-fast-launch-local`) and `python -m`."""
-    entry.run_main(main, devices=False)
+    entry.run_main(main, devices=False, arguments=True)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def main(argv):
 
 def run():
     """The console script (`cxr-fast-predict`) and `python -m`."""
-    entry.run_main(main)
+    entry.run_main(main, arguments=True)
 
 
 if __name__ == "__main__":
