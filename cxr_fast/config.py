@@ -429,3 +429,43 @@ class EvalConfig:
         if self.bootstrap < 0 or self.batch_size < 1 or self.samples < 0:
             raise InputError("--bootstrap and --samples must be >= 0 and --batch_size >= 1")
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """`cxr_fast.predict`: classify image files and folders with a trained model."""
+
+    model: str
+    paths: tuple = ()  # files, and folders whose image files are read (sorted)
+    gradcam_dir: str = ""  # a Grad-CAM overlay per image here; "": none
+    batch_size: int = 32  # images read, decoded and scored at a time: memory stays flat
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+    def validate(self):
+        check_range("--batch_size", self.batch_size, 1, 4096)
+        check_range("--max_image_pixels", self.max_image_pixels, 1, LIMIT_CEILING)
+        if not self.paths:
+            raise InputError("name at least one image file or folder after the flags")
+        missing = [p for p in self.paths if not os.path.exists(p)]
+        if missing:
+            raise InputError(f"no such file or folder: {', '.join(missing)}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """`cxr_fast.export`: a trained model as a SavedModel for TF Serving, with its input limits."""
+
+    model: str
+    export_dir: str
+    overwrite: bool = False  # replace a non-empty export_dir (never the model's folder)
+    max_image_pixels: int = DEFAULT_MAX_PIXELS  # refused from the header, never decoded; fixed in the SavedModel
+    max_image_bytes: int = DEFAULT_MAX_BYTES
+
+    def inputs(self):
+        return [(self.model, "the model (--model)")]
+
+    def validate(self):
+        check_range("--max_image_pixels", self.max_image_pixels, 1, LIMIT_CEILING)
+        check_range("--max_image_bytes", self.max_image_bytes, 1, LIMIT_CEILING)
+        return self

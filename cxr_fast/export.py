@@ -9,37 +9,43 @@ from the header, never decoded) or --max_image_bytes get an error string, not an
 from absl import flags
 
 from cxr_fast import atomic, entry
-from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, LIMIT_CEILING, check_range
+from cxr_fast import config as config_lib
+
+_EXPORT = config_lib.ExportConfig  # the defaults, in one place
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
 flags.DEFINE_string("export_dir", None, "SavedModel folder to write (e.g. serving/NAME/VERSION).")
-flags.DEFINE_bool("overwrite", False, "Replace a non-empty --export_dir (never the model's folder).")
-flags.DEFINE_integer("max_image_pixels", DEFAULT_MAX_PIXELS, "Refuse images declaring more pixels (from the header, "
-                     "never decoded); fixed in the SavedModel.")
-flags.DEFINE_integer("max_image_bytes", DEFAULT_MAX_BYTES, "Refuse inputs of more bytes; fixed "
+flags.DEFINE_bool("overwrite", _EXPORT.overwrite, "Replace a non-empty --export_dir (never the model's folder).")
+flags.DEFINE_integer("max_image_pixels", _EXPORT.max_image_pixels, "Refuse images declaring more pixels (from the "
+                     "header, never decoded); fixed in the SavedModel.")
+flags.DEFINE_integer("max_image_bytes", _EXPORT.max_image_bytes, "Refuse inputs of more bytes; fixed "
                      "in the SavedModel.")
 flags.mark_flags_as_required(["model", "export_dir"])
 FLAGS = flags.FLAGS
 
 
+def config_from_flags():
+    return config_lib.ExportConfig(
+        model=FLAGS.model, export_dir=FLAGS.export_dir, overwrite=FLAGS.overwrite,
+        max_image_pixels=FLAGS.max_image_pixels, max_image_bytes=FLAGS.max_image_bytes).validate()
+
+
 def main(argv):
-    for name in ("max_image_pixels", "max_image_bytes"):
-        check_range(f"--{name}", getattr(FLAGS, name), 1, LIMIT_CEILING)
-    inputs = [(FLAGS.model, "the model (--model)")]
-    atomic.check_output_dir(FLAGS.export_dir, FLAGS.overwrite, "--export_dir", inputs=inputs)
+    config = config_from_flags()
+    atomic.check_output_dir(config.export_dir, config.overwrite, "--export_dir", inputs=config.inputs())
     from cxr_fast.serving import inference  # after validation: bad flags fail before TensorFlow loads
     from cxr_fast.serving import savedmodel
 
-    model, threshold = inference.load(FLAGS.model)
-    findings, classes = inference.findings_of(FLAGS.model), inference.classes_of(FLAGS.model)
-    path = savedmodel.export(model, FLAGS.export_dir, threshold, FLAGS.overwrite, FLAGS.max_image_pixels,
-                             FLAGS.max_image_bytes, findings, classes, inputs)
+    model, threshold = inference.load(config.model)
+    findings, classes = inference.findings_of(config.model), inference.classes_of(config.model)
+    path = savedmodel.export(model, config.export_dir, threshold, config.overwrite, config.max_image_pixels,
+                             config.max_image_bytes, findings, classes, config.inputs())
     outputs = (f"probabilities and labels per finding ({', '.join(findings)}), findings, error" if findings
                else f"probability, label, class ({' or '.join(classes)}), error")
     shown = (", ".join(f"{t:.3f}" for t in threshold) if isinstance(threshold, list) else f"{threshold:.3f}")
-    print(f"exported {FLAGS.model} (threshold {shown}) to {path}; signature serving_default: "
+    print(f"exported {config.model} (threshold {shown}) to {path}; signature serving_default: "
           f"images (encoded bytes) -> {outputs}; JPEG or PNG, at most "
-          f"{FLAGS.max_image_pixels} pixels and {FLAGS.max_image_bytes} bytes per image")
+          f"{config.max_image_pixels} pixels and {config.max_image_bytes} bytes per image")
 
 
 def run():

@@ -14,38 +14,37 @@ import sys
 from absl import flags
 
 from cxr_fast import entry, errors
-from cxr_fast.config import LIMIT_CEILING, check_range
-from cxr_fast.data import imaging
+from cxr_fast import config as config_lib
+
+_PREDICT = config_lib.PredictConfig  # the defaults, in one place
 
 flags.DEFINE_string("model", None, "A model.keras file or a training output folder.")
-flags.DEFINE_string("gradcam_dir", None, "Write a Grad-CAM overlay PNG per image here (a multi-label model: one "
-                    "per finding found, the map of that finding).")
-flags.DEFINE_integer("batch_size", 32, "Images per prediction batch.")
-flags.DEFINE_integer("max_image_pixels", imaging.DEFAULT_MAX_PIXELS, "Larger images are refused.")
+flags.DEFINE_string("gradcam_dir", _PREDICT.gradcam_dir, "Write a Grad-CAM overlay PNG per image here (a "
+                    "multi-label model: one per finding found, the map of that finding).")
+flags.DEFINE_integer("batch_size", _PREDICT.batch_size, "Images read, decoded and scored at a time.")
+flags.DEFINE_integer("max_image_pixels", _PREDICT.max_image_pixels, "Larger images are refused.")
 flags.mark_flags_as_required(["model"])
 FLAGS = flags.FLAGS
 
 
+def config_from_flags(paths=()):
+    return config_lib.PredictConfig(model=FLAGS.model, paths=tuple(paths), gradcam_dir=FLAGS.gradcam_dir,
+                                    batch_size=FLAGS.batch_size, max_image_pixels=FLAGS.max_image_pixels).validate()
+
+
 def main(argv):
-    paths = argv[1:]
-    check_range("--batch_size", FLAGS.batch_size, 1, 4096)
-    check_range("--max_image_pixels", FLAGS.max_image_pixels, 1, LIMIT_CEILING)
-    if not paths:
-        raise errors.InputError("name at least one image file or folder after the flags")
-    missing = [p for p in paths if not os.path.exists(p)]
-    if missing:
-        raise errors.InputError(f"no such file or folder: {', '.join(missing)}")
+    config = config_from_flags(argv[1:])
     from cxr_fast.serving import inference  # after validation: bad arguments fail before TensorFlow loads
 
-    model, threshold = inference.load(FLAGS.model)
-    files = inference.expand(paths)
+    model, threshold = inference.load(config.model)
+    files = inference.expand(config.paths)
     if not files:
-        raise errors.InputError(f"no image files in {', '.join(paths)}")
-    if FLAGS.gradcam_dir:
-        os.makedirs(FLAGS.gradcam_dir, exist_ok=True)
-    results = inference.stream(model, threshold, files, FLAGS.batch_size, FLAGS.max_image_pixels,
-                               FLAGS.gradcam_dir, findings=inference.findings_of(FLAGS.model),
-                               classes=inference.classes_of(FLAGS.model))
+        raise errors.InputError(f"no image files in {', '.join(config.paths)}")
+    if config.gradcam_dir:
+        os.makedirs(config.gradcam_dir, exist_ok=True)
+    results = inference.stream(model, threshold, files, config.batch_size, config.max_image_pixels,
+                               config.gradcam_dir, findings=inference.findings_of(config.model),
+                               classes=inference.classes_of(config.model))
     failed = 0
     for result in results:  # printed as each batch is scored: memory stays flat however many files
         print(json.dumps(result), flush=True)

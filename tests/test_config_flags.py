@@ -14,6 +14,8 @@ COMMANDS = {
     "cxr_fast.evaluate": ["--data_dir=d", "--model_dir=m"],
     "cxr_fast.make_tfrecords": ["--data_dir=d", "--output_dir=o"],
     "cxr_fast.make_synthetic": ["--output_dir=o"],
+    "cxr_fast.predict": ["--model=m"],
+    "cxr_fast.export": ["--model=m", "--export_dir=e"],
 }
 
 
