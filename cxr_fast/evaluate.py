@@ -18,14 +18,16 @@ flags.DEFINE_enum("split", _EVAL.split, ["train", "val", "test"], "Split to scor
 flags.DEFINE_string("threshold", _EVAL.threshold, "Decision threshold, or auto: chosen on val (Youden's J, or the "
                     "highest threshold reaching --target_recall; one per finding for a multi-label set) and "
                     "saved as model_dir/threshold.json.")
-flags.DEFINE_float("target_recall", _EVAL.target_recall, "With --threshold=auto: required recall (sensitivity), e.g. 0.95.")
+flags.DEFINE_float("target_recall", _EVAL.target_recall, "With --threshold=auto: required recall (sensitivity), e.g. "
+                   "0.95.")
 flags.DEFINE_string("output_dir", _EVAL.output_dir, "Default: {model_dir}/eval_{split}.")
 flags.DEFINE_integer("bootstrap", _EVAL.bootstrap, "Bootstrap resamples (of patients) for 95% intervals; 0 skips them.")
 flags.DEFINE_integer("batch_size", _EVAL.batch_size, "Images per prediction batch.")
 flags.DEFINE_integer("samples", _EVAL.samples, "Images in the sample and mistake grids.")
-flags.DEFINE_bool("verify_records", _EVAL.verify, "Check every shard's sha256 and record count against the manifest first.")
-flags.DEFINE_bool("overwrite", _EVAL.overwrite, "Replace an --output_dir that holds other files than an earlier evaluation's "
-                  "(never the model or the record set).")
+flags.DEFINE_bool("verify_records", _EVAL.verify, "Check every shard's sha256 and record count against the manifest "
+                  "first.")
+flags.DEFINE_bool("overwrite", _EVAL.overwrite, "Replace an --output_dir that holds other files than an earlier "
+                  "evaluation's (never the model or the record set).")
 flags.mark_flags_as_required(["model_dir", "data_dir"])
 FLAGS = flags.FLAGS
 

@@ -49,9 +49,10 @@ def main(argv):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"[launcher] {FLAGS.num_workers} workers on {', '.join(local.workers)}", flush=True)
     if any(worker_envs):
-        print("[launcher] GPUs: " + "; ".join(f"worker {i}: {env.get('CUDA_VISIBLE_DEVICES', 'all')}"
-                                             + (" (shared, memory growth)" if env.get("TF_FORCE_GPU_ALLOW_GROWTH") else "")
-                                             for i, env in enumerate(worker_envs)), flush=True)
+        shares = [f"worker {i}: {env.get('CUDA_VISIBLE_DEVICES', 'all')}"
+                  + (" (shared, memory growth)" if env.get("TF_FORCE_GPU_ALLOW_GROWTH") else "")
+                  for i, env in enumerate(worker_envs)]
+        print("[launcher] GPUs: " + "; ".join(shares), flush=True)
     sys.exit(local.wait())
 
 

@@ -13,16 +13,19 @@ _SYNTHETIC = config_lib.SyntheticConfig  # the defaults, in one place
 from cxr_fast.data import synthetic, synthetic_labelled
 
 flags.DEFINE_string("output_dir", None, "Folder to write chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/ into.")
-flags.DEFINE_integer("num_patients", _SYNTHETIC.num_patients, "Patients; each has 1 or more films (about 1.5 on average).")
+flags.DEFINE_integer("num_patients", _SYNTHETIC.num_patients, "Patients; each has 1 or more films (about 1.5 on "
+                     "average).")
 flags.DEFINE_integer("seed", _SYNTHETIC.seed, "Seed; the same seed writes the same files.")
 flags.DEFINE_float("difficulty", _SYNTHETIC.difficulty, "0: opacities obvious, 1: barely visible.")
 flags.DEFINE_list("size_range", [str(_SYNTHETIC.min_size), str(_SYNTHETIC.max_size)], "min,max film width in pixels.")
-flags.DEFINE_bool("kaggle_quirks", _SYNTHETIC.kaggle_quirks, "Add the Kaggle zip's nested duplicate copy and __MACOSX junk.")
-flags.DEFINE_float("position_shift", _SYNTHETIC.position_shift, "Place each film off centre by up to this fraction of its size "
+flags.DEFINE_bool("kaggle_quirks", _SYNTHETIC.kaggle_quirks, "Add the Kaggle zip's nested duplicate copy and "
+                  "__MACOSX junk.")
+flags.DEFINE_float("position_shift", _SYNTHETIC.position_shift, "Place each film off centre by up to this fraction "
+                   "of its size "
                    "(a test set of unevenly positioned patients); 0: centred, as Kermany's films mostly are.")
 flags.DEFINE_float("position_rotation", _SYNTHETIC.position_rotation, "Turn each film by up to this many degrees.")
-flags.DEFINE_enum("format", _SYNTHETIC.format, ["", *config_lib.LABEL_FORMATS], "Write that set's layout and label files "
-                  "(small films, see cxr_fast/data/synthetic_labelled.py) instead of Kermany's folders.")
+flags.DEFINE_enum("format", _SYNTHETIC.format, ["", *config_lib.LABEL_FORMATS], "Write that set's layout and label "
+                  "files (small films, see cxr_fast/data/synthetic_labelled.py) instead of Kermany's folders.")
 flags.DEFINE_integer("num_workers", _SYNTHETIC.num_workers, "Drawing processes; 0 uses every core.")
 flags.DEFINE_bool("overwrite", _SYNTHETIC.overwrite, "Replace a non-empty --output_dir.")
 flags.mark_flags_as_required(["output_dir"])

@@ -27,20 +27,21 @@ flags.DEFINE_integer("image_size", _CONVERT.image_size, "Stored size (square, as
                      "0 keeps the full resolution.")
 flags.DEFINE_enum("encoding", _CONVERT.encoding, ["jpeg", "png", "raw"], "Stored encoding of the 1-channel images.")
 flags.DEFINE_integer("jpeg_quality", _CONVERT.jpeg_quality, "JPEG quality for --encoding=jpeg.")
-flags.DEFINE_float("shard_size_mb", _CONVERT.shard_size_mb, "Largest shard size in MB (shards of 100 MB and up read fastest).")
-flags.DEFINE_integer("min_shards", _CONVERT.min_shards, "At least this many shards per split (records permitting), of equal "
-                     "record counts: each training host reads its own shards, so write 10 or more per host.")
+flags.DEFINE_float("shard_size_mb", _CONVERT.shard_size_mb, "Largest shard size in MB (shards of 100 MB and up read "
+                   "fastest).")
+flags.DEFINE_integer("min_shards", _CONVERT.min_shards, "At least this many shards per split (records permitting), "
+                     "of equal record counts: each training host reads its own shards, so write 10 or more per host.")
 flags.DEFINE_integer("num_workers", _CONVERT.num_workers, "Decoding processes; 0 uses every core.")
 flags.DEFINE_integer("max_image_pixels", _CONVERT.max_image_pixels,
                      "Images with more pixels are skipped as decompression bombs.")
 flags.DEFINE_bool("overwrite", _CONVERT.overwrite, "Replace a non-empty --output_dir.")
-flags.DEFINE_string("labels", _CONVERT.labels, "A label file instead of NORMAL/PNEUMONIA folders (image paths relative to "
-                    "--data_dir); see cxr_fast/data/labelfiles.py and the README per data set.")
+flags.DEFINE_string("labels", _CONVERT.labels, "A label file instead of NORMAL/PNEUMONIA folders (image paths "
+                    "relative to --data_dir); see cxr_fast/data/labelfiles.py and the README per data set.")
 flags.DEFINE_enum("format", _CONVERT.format, ["", *config_lib.LABEL_FORMATS], "The label file's format.")
 flags.DEFINE_string("path_column", _CONVERT.path_column, "--format=csv: the column of image paths.")
 flags.DEFINE_string("patient_column", _CONVERT.patient_column, "--format=csv: the column of patient ids.")
-flags.DEFINE_list("label_columns", list(_CONVERT.label_columns), "--format=csv: one column (a binary set) or several (multi-label) "
-                  "of 1 / 0 / -1 (uncertain) / blank (negative).")
+flags.DEFINE_list("label_columns", list(_CONVERT.label_columns), "--format=csv: one column (a binary set) or several "
+                  "(multi-label) of 1 / 0 / -1 (uncertain) / blank (negative).")
 flags.DEFINE_string("view_column", _CONVERT.view_column, "--format=csv: the column of view positions (for --view).")
 flags.DEFINE_enum("uncertain", _CONVERT.uncertain, ["ignore", "ones", "zeros"], "Uncertain (-1) labels: ignore (masked "
                   "out of loss and metrics), ones or zeros (CheXpert's U-Ignore, U-Ones, U-Zeros).")

@@ -25,26 +25,29 @@ flags.DEFINE_integer("image_size", _DATA.image_size, "Model input size; records 
 flags.DEFINE_integer("batch_size", _DATA.global_batch_size, "Global batch size (split across replicas).")
 flags.DEFINE_enum("cache", _DATA.cache, ["auto", "memory", "none"], "Cache the decoded training split in memory.")
 flags.DEFINE_integer("cache_budget_mb", _DATA.cache_budget_mb, "cache=auto caches when the decoded split fits this.")
-flags.DEFINE_integer("shuffle_buffer", _DATA.shuffle_buffer, "Records in the shuffle buffer when records are read from disk; "
-                     "a cached split is fully permuted every epoch.")
-flags.DEFINE_string("data_service", _DATA.data_service, "grpc://HOST:PORT of a tf.data service dispatcher (tools.data_service): "
-                    "read and decode the training split there; evaluation still reads locally.")
+flags.DEFINE_integer("shuffle_buffer", _DATA.shuffle_buffer, "Records in the shuffle buffer when records are read "
+                     "from disk; a cached split is fully permuted every epoch.")
+flags.DEFINE_string("data_service", _DATA.data_service, "grpc://HOST:PORT of a tf.data service dispatcher "
+                    "(tools.data_service): read and decode the training split there; evaluation still reads locally.")
 flags.DEFINE_bool("verify_records", _DATA.verify, "Check every shard's sha256 and record count against the manifest "
                   "before training.")
 # Model
-flags.DEFINE_enum("backbone", _MODEL.backbone, list(config_lib.BACKBONES), "EfficientNet variant; tiny: a small CNN for "
-                  "plumbing checks (needs --weights=none), not for results.")
+flags.DEFINE_enum("backbone", _MODEL.backbone, list(config_lib.BACKBONES), "EfficientNet variant; tiny: a small CNN "
+                  "for plumbing checks (needs --weights=none), not for results.")
 flags.DEFINE_string("weights", _MODEL.weights, "imagenet, none, or the path of a local Keras weights file "
                     "(the *_notop.h5 of the backbone) for machines without internet.")
 flags.DEFINE_integer("freeze_layers", _MODEL.freeze_layers, "Freeze the first N backbone layers (model 1: 10).")
-flags.DEFINE_float("freeze_fraction", _MODEL.freeze_fraction, "Freeze this fraction of the backbone layers (model 2: 0.7).")
-flags.DEFINE_float("bn_momentum", _MODEL.bn_momentum, "Expert: BatchNorm moving-average momentum of the backbone; 0 keeps "
-                   "Keras' 0.99.  Matters only with --precise_bn_batches=0.")
-flags.DEFINE_integer("precise_bn_batches", _TRAIN.precise_bn_batches, "Before each validation, recompute the BatchNorm statistics as "
+flags.DEFINE_float("freeze_fraction", _MODEL.freeze_fraction, "Freeze this fraction of the backbone layers (model 2: "
+                   "0.7).")
+flags.DEFINE_float("bn_momentum", _MODEL.bn_momentum, "Expert: BatchNorm moving-average momentum of the backbone; 0 "
+                   "keeps Keras' 0.99.  Matters only with --precise_bn_batches=0.")
+flags.DEFINE_integer("precise_bn_batches", _TRAIN.precise_bn_batches, "Before each validation, recompute the "
+                     "BatchNorm statistics as "
                      "population statistics of this many training batches (at most a quarter of an epoch's steps) "
                      "under the current weights (PreciseBN); "
                      "0: keep Keras' moving averages, which lag weights trained from scratch.")
-flags.DEFINE_list("head_dropout", [str(rate) for rate in _MODEL.head_dropout], "The head's two dropout rates (the reference's 0.3,0.2).")
+flags.DEFINE_list("head_dropout", [str(rate) for rate in _MODEL.head_dropout], "The head's two dropout rates (the "
+                  "reference's 0.3,0.2).")
 # Augmentation (the reference's ImageDataGenerator settings, in its units)
 flags.DEFINE_enum("augment", _AUGMENT.kind, ["reference", "none"], "Training augmentation.")
 flags.DEFINE_enum("augment_impl", _AUGMENT.impl, ["fused", "chain"],
@@ -55,13 +58,16 @@ flags.DEFINE_float("height_shift_range", _AUGMENT.height_shift, "Vertical shift,
 flags.DEFINE_float("shear_range", _AUGMENT.shear_deg, "Shear, +- DEGREES (ImageDataGenerator's unit).")
 flags.DEFINE_float("zoom_range", _AUGMENT.zoom, "Zoom in [1 - z, 1 + z], drawn for x and y independently.")
 flags.DEFINE_bool("horizontal_flip", _AUGMENT.horizontal_flip, "Flip half of the images horizontally.")
-flags.DEFINE_float("augment_ramp_epochs", _TRAIN.augment_ramp_epochs, "The geometric ranges rise linearly from 0 to the above over "
+flags.DEFINE_float("augment_ramp_epochs", _TRAIN.augment_ramp_epochs, "The geometric ranges rise linearly from 0 to "
+                   "the above over "
                    "these first epochs; -1 (auto): a quarter of --epochs with --weights=none (from scratch), "
                    "else 0 (the reference).")
-flags.DEFINE_float("augment_ramp_start_auc", _TRAIN.augment_ramp_start_auc, "The ramp starts after the first epoch whose validation AUC "
+flags.DEFINE_float("augment_ramp_start_auc", _TRAIN.augment_ramp_start_auc, "The ramp starts after the first epoch "
+                   "whose validation AUC "
                    "reaches this (flips only until then: a net from scratch finds a faint sign first); "
                    "0: at the first step.")
-flags.DEFINE_enum("fill_mode", _AUGMENT.fill_mode, ["nearest", "reflect", "wrap", "constant"], "Fill outside the image.")
+flags.DEFINE_enum("fill_mode", _AUGMENT.fill_mode, ["nearest", "reflect", "wrap", "constant"], "Fill outside the "
+                  "image.")
 # Optimization
 flags.DEFINE_integer("epochs", _TRAIN.epochs, "Epochs (passes over the training split).")
 flags.DEFINE_float("learning_rate", _TRAIN.learning_rate, "Adam learning rate (model 1: 1e-3, model 2: 1e-4).")
@@ -76,20 +82,26 @@ flags.DEFINE_enum("strategy", _TRAIN.strategy, ["auto", "one_device", "mirrored"
                   "auto: all GPUs of this host when there are several, else one device.")
 flags.DEFINE_enum("precision", _TRAIN.precision, ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
                   "auto: float32 on CPU, bfloat16 on Ampere+ GPUs, float16 on Volta/Turing.")
-flags.DEFINE_enum("jit_compile", _TRAIN.jit_compile, ["auto", "on", "off"], "XLA for forward/backward; auto: on for GPUs.")
+flags.DEFINE_enum("jit_compile", _TRAIN.jit_compile, ["auto", "on", "off"], "XLA for forward/backward; auto: on for "
+                  "GPUs.")
 flags.DEFINE_integer("steps_per_epoch", _TRAIN.steps_per_epoch, "0: one pass over the training split.")
-flags.DEFINE_integer("steps_per_loop", _TRAIN.steps_per_loop, "Steps per tf.function call; 0: 1 on CPU, up to 50 on GPUs.")
-flags.DEFINE_float("checkpoint_every_secs", _TRAIN.checkpoint_every_secs, "Mid-epoch checkpoint interval; 0: after every loop.")
+flags.DEFINE_integer("steps_per_loop", _TRAIN.steps_per_loop, "Steps per tf.function call; 0: 1 on CPU, up to 50 on "
+                     "GPUs.")
+flags.DEFINE_float("checkpoint_every_secs", _TRAIN.checkpoint_every_secs, "Mid-epoch checkpoint interval; 0: after "
+                   "every loop.")
 flags.DEFINE_bool("resume", _TRAIN.resume, "Continue the run in --model_dir if it holds one.")
-flags.DEFINE_enum("sync_batchnorm", _TRAIN.sync_batchnorm, ["auto", "on", "off"], "BatchNorm moments over the global batch "
-                  "(all replicas) instead of each replica's; auto: on with several replicas of fewer than "
+flags.DEFINE_enum("sync_batchnorm", _TRAIN.sync_batchnorm, ["auto", "on", "off"], "BatchNorm moments over the global "
+                  "batch (all replicas) instead of each replica's; auto: on with several replicas of fewer than "
                   f"{config_lib.SMALL_REPLICA_BATCH} images each (e.g. --batch_size=64 on 8 GPUs).")
-flags.DEFINE_bool("deterministic", _TRAIN.deterministic, "TensorFlow op determinism: a rerun or an exact resume gives the same "
+flags.DEFINE_bool("deterministic", _TRAIN.deterministic, "TensorFlow op determinism: a rerun or an exact resume "
+                  "gives the same "
                   "weights bit for bit on GPUs too (CPU runs are deterministic already); slower on GPUs.")
-flags.DEFINE_float("collective_timeout_secs", _TRAIN.collective_timeout_secs, "multi_worker: fail a collective that waits this long on a "
+flags.DEFINE_float("collective_timeout_secs", _TRAIN.collective_timeout_secs, "multi_worker: fail a collective that "
+                   "waits this long on a "
                    "worker that is alive but stuck; 0: off (TensorFlow starts a thread per collective when on; a "
                    "dead worker is noticed through heartbeats either way).")
-flags.DEFINE_string("export_dir", _TRAIN.export_dir, "Also export a SavedModel for TF Serving here (encoded images in).")
+flags.DEFINE_string("export_dir", _TRAIN.export_dir, "Also export a SavedModel for TF Serving here (encoded images "
+                    "in).")
 flags.mark_flags_as_required(["data_dir", "model_dir"])
 FLAGS = flags.FLAGS
 

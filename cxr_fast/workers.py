@@ -41,7 +41,8 @@ class _ProcessPool:
     """`imap` over spawned worker processes, results in order; a dead worker raises WorkerDied."""
 
     def __init__(self, workers):
-        self._executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._executor = concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"))
 
     def imap(self, fn, items, chunksize=1):
         done = 0
