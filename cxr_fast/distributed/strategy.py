@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -190,3 +191,22 @@ class WriteDir:
     def cleanup(self):
         if not self.chief:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Gather:
+    """A float vector from this worker -> [replicas, len] array of every replica's copy (one
+    tf.function per strategy): how workers share a host value (the chief's clock, epoch logs)."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+        self._gather = tf.function(self._gather_values)
+
+    def _gather_values(self, values):
+        per_replica = self.strategy.run(lambda: tf.identity(values)[None])
+        return self.strategy.gather(per_replica, axis=0)
+
+    def __call__(self, values):
+        values = np.asarray(values, np.float64)
+        if self.strategy.num_replicas_in_sync == 1:
+            return values[None]
+        return self._gather(tf.constant(values)).numpy()

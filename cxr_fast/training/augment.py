@@ -165,3 +165,33 @@ class Augmentation(keras.layers.Layer):
         if isinstance(self.transform, FusedReferenceAffine):
             return self.transform(images, seed=seed, strength=strength)
         return self.transform(images)
+
+
+NOT_STARTED = 2**62  # a gated ramp's start before the gate opens: strength stays 0
+
+
+class Ramp:
+    """The augmentation's strength per step: 0 until the ramp starts, then linear to 1 over `steps`
+    (0 steps: always 1).  The start is a variable, so it moves without a retrace (the loop restores
+    it from the run's history on resume); create the ramp inside the strategy's scope."""
+
+    def __init__(self, steps, start=0):
+        self.steps = float(steps)
+        self.start_step = tf.Variable(NOT_STARTED if start is None else start, dtype=tf.int64, trainable=False,
+                                      name="augment_ramp_start")
+
+    def strength(self, step):
+        """A function of the step and the start, so a resumed run that restores the start draws
+        what the uninterrupted one would have."""
+        if self.steps <= 0:
+            return tf.constant(1.0)
+        progress = tf.cast(tf.cast(step, tf.int64) - self.start_step, tf.float32) / self.steps
+        return tf.clip_by_value(progress, 0.0, 1.0)
+
+    def start(self, step):
+        """The ramp begins at `step` (the same on every worker: they decide on agreed logs)."""
+        self.start_step.assign(step)
+
+    @property
+    def started(self):
+        return int(self.start_step.numpy()) != NOT_STARTED

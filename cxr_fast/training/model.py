@@ -119,6 +119,13 @@ def build_model(config):
     return keras.Model(inputs, outputs, name=f"cxr_efficientnet{config.backbone.lower()}"), backbone
 
 
+def all_layers(model):
+    """Every layer of `model`, nested models included, depth first, in order."""
+    for layer in getattr(model, "layers", ()):
+        yield from all_layers(layer)
+        yield layer
+
+
 def _count(weights):
     return int(sum(w.numpy().size if hasattr(w, "numpy") else int(w.size) for w in weights))
 

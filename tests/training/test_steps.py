@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
-from cxr_fast.training.steps import FusedAdam, Steps
+from cxr_fast.training.optimizers import FusedAdam
+from cxr_fast.training.steps import Steps
 
 pytestmark = pytest.mark.heavy(30)  # ~seconds here; scheduled first (tests/conftest.py)
 
