@@ -469,3 +469,46 @@ class ExportConfig:
         check_range("--max_image_pixels", self.max_image_pixels, 1, LIMIT_CEILING)
         check_range("--max_image_bytes", self.max_image_bytes, 1, LIMIT_CEILING)
         return self
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    """`cxr_fast.launch_local`: a multi-worker cluster of processes on this machine."""
+
+    num_workers: int = 2
+    module: str = "cxr_fast.train"  # what each worker runs with `python -m`
+    gpus_per_worker: int = 0  # 0: the visible GPUs split evenly
+    share_gpus: bool = False  # every worker sees every GPU (memory growth on)
+    grace_secs: float = 10.0  # after a failure: SIGTERM, then SIGKILL this much later
+    args: tuple = ()  # what every worker is given (after `--`)
+
+    def validate(self):
+        if self.num_workers < 1:
+            raise InputError(f"--num_workers={self.num_workers} must be at least 1")
+        check_finite(grace_secs=self.grace_secs)
+        if self.grace_secs < 0 or self.gpus_per_worker < 0:
+            raise InputError("--grace_secs and --gpus_per_worker must not be negative")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """`cxr_fast.data_service`: a tf.data service dispatcher, worker, or both on this machine."""
+
+    role: str  # dispatcher | worker | local
+    port: int = 0  # 0: any free port
+    dispatcher: str = ""  # worker: the dispatcher's HOST:PORT
+    worker_address: str = ""  # worker: HOST:PORT trainers reach it at; "": this machine's name and port
+    work_dir: str = ""  # dispatcher: its journal, so a restarted dispatcher resumes its jobs
+    num_workers: int = 2  # local: workers beside the dispatcher
+
+    def validate(self):
+        if not 0 <= self.port < 65536:
+            raise InputError(f"--port={self.port} must be in 0..65535")
+        if self.role == "worker":
+            if not self.dispatcher:
+                raise InputError("--role=worker needs --dispatcher=HOST:PORT (the dispatcher's address)")
+            check_service_address(self.dispatcher, "--dispatcher", scheme="")
+        if self.role == "local" and self.num_workers < 1:
+            raise InputError(f"--num_workers={self.num_workers} must be at least 1")
+        return self

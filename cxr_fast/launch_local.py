@@ -15,16 +15,20 @@ import sys
 
 from absl import flags
 
-from cxr_fast import entry, errors
+from cxr_fast import entry
+from cxr_fast import config as config_lib
 from cxr_fast.distributed import cluster
 
-flags.DEFINE_integer("num_workers", 2, "Worker processes to start.")
-flags.DEFINE_string("module", "cxr_fast.train", "The module each worker runs with `python -m`.")
-flags.DEFINE_integer("gpus_per_worker", 0, "GPUs per worker; 0: the visible GPUs split evenly (worker i gets "
-                     "the i-th block through CUDA_VISIBLE_DEVICES). No effect on machines without GPUs.")
-flags.DEFINE_bool("share_gpus", False, "Let every worker see every GPU, with memory growth on (more workers "
-                  "than GPUs, small runs).")
-flags.DEFINE_float("grace_secs", 10.0, "After a failure: seconds between SIGTERM and SIGKILL for the others.")
+_LAUNCH = config_lib.LaunchConfig  # the defaults, in one place
+
+flags.DEFINE_integer("num_workers", _LAUNCH.num_workers, "Worker processes to start.")
+flags.DEFINE_string("module", _LAUNCH.module, "The module each worker runs with `python -m`.")
+flags.DEFINE_integer("gpus_per_worker", _LAUNCH.gpus_per_worker, "GPUs per worker; 0: the visible GPUs split "
+                     "evenly (worker i gets the i-th block through CUDA_VISIBLE_DEVICES). No effect without GPUs.")
+flags.DEFINE_bool("share_gpus", _LAUNCH.share_gpus, "Let every worker see every GPU, with memory growth on (more "
+                  "workers than GPUs, small runs).")
+flags.DEFINE_float("grace_secs", _LAUNCH.grace_secs, "After a failure: seconds between SIGTERM and SIGKILL for "
+                   "the others.")
 FLAGS = flags.FLAGS
 
 
@@ -36,18 +40,21 @@ def worker_command(module, args):
     return [sys.executable, "-m", module, *args]
 
 
+def config_from_flags(args=()):
+    return config_lib.LaunchConfig(num_workers=FLAGS.num_workers, module=FLAGS.module,
+                                   gpus_per_worker=FLAGS.gpus_per_worker, share_gpus=FLAGS.share_gpus,
+                                   grace_secs=FLAGS.grace_secs, args=tuple(args)).validate()
+
+
 def main(argv):
-    if FLAGS.num_workers < 1:
-        raise errors.InputError(f"--num_workers={FLAGS.num_workers} must be at least 1")
-    if FLAGS.grace_secs < 0 or FLAGS.gpus_per_worker < 0:
-        raise errors.InputError("--grace_secs and --gpus_per_worker must not be negative")
+    config = config_from_flags(argv[1:])
     gpus = cluster.visible_gpus()
-    worker_envs = cluster.gpu_environments(FLAGS.num_workers, gpus, FLAGS.gpus_per_worker, FLAGS.share_gpus)
-    local = cluster.LocalCluster(worker_command(FLAGS.module, argv[1:]), FLAGS.num_workers,
-                                 grace_secs=FLAGS.grace_secs, worker_envs=worker_envs)
+    worker_envs = cluster.gpu_environments(config.num_workers, gpus, config.gpus_per_worker, config.share_gpus)
+    local = cluster.LocalCluster(worker_command(config.module, config.args), config.num_workers,
+                                 grace_secs=config.grace_secs, worker_envs=worker_envs)
     # A launcher stopped by SIGTERM (a scheduler, `kill`) stops its workers too, as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    print(f"[launcher] {FLAGS.num_workers} workers on {', '.join(local.workers)}", flush=True)
+    print(f"[launcher] {config.num_workers} workers on {', '.join(local.workers)}", flush=True)
     if any(worker_envs):
         shares = [f"worker {i}: {env.get('CUDA_VISIBLE_DEVICES', 'all')}"
                   + (" (shared, memory growth)" if env.get("TF_FORCE_GPU_ALLOW_GROWTH") else "")

@@ -16,6 +16,8 @@ COMMANDS = {
     "cxr_fast.make_synthetic": ["--output_dir=o"],
     "cxr_fast.predict": ["--model=m"],
     "cxr_fast.export": ["--model=m", "--export_dir=e"],
+    "cxr_fast.launch_local": [],
+    "cxr_fast.data_service": ["--role=local"],
 }
 
 
