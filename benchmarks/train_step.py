@@ -201,9 +201,9 @@ def precise_statistics_cost(steps, strategy, record_set, config, batches, step_r
     """(c): one precise-statistics pass of `batches` batches (after a warm-up pass), and its share of an epoch."""
     sample = strategy.distribute_datasets_from_function(
         lambda context: pipeline.statistics_sample(record_set, config.data, batches, context))
-    steps.precise_batch_norm(iter(sample), batches)  # trace, warm up
+    steps.statistics.precise(iter(sample), batches)  # trace, warm up
     start = time.perf_counter()
-    steps.precise_batch_norm(iter(sample), batches)
+    steps.statistics.precise(iter(sample), batches)
     seconds = time.perf_counter() - start
     batch = config.data.global_batch_size
     epoch = {name: count // batch / (step_rate / batch) for name, count in

@@ -16,8 +16,8 @@ flags.DEFINE_string("model_dir", None, "A training output folder (holds model.ke
 flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
 flags.DEFINE_enum("split", _EVAL.split, ["train", "val", "test"], "Split to score.")
 flags.DEFINE_string("threshold", _EVAL.threshold, "Decision threshold, or auto: chosen on val (Youden's J, or the "
-                    "highest threshold reaching --target_recall; one per finding for a multi-label set) and "
-                    "saved as model_dir/threshold.json.")
+                    "highest threshold reaching --target_recall; one per finding for a multi-label set) and saved as "
+                    "model_dir/threshold.json.")
 flags.DEFINE_float("target_recall", _EVAL.target_recall, "With --threshold=auto: required recall (sensitivity), e.g. "
                    "0.95.")
 flags.DEFINE_string("output_dir", _EVAL.output_dir, "Default: {model_dir}/eval_{split}.")

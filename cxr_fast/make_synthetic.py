@@ -21,8 +21,8 @@ flags.DEFINE_list("size_range", [str(_SYNTHETIC.min_size), str(_SYNTHETIC.max_si
 flags.DEFINE_bool("kaggle_quirks", _SYNTHETIC.kaggle_quirks, "Add the Kaggle zip's nested duplicate copy and "
                   "__MACOSX junk.")
 flags.DEFINE_float("position_shift", _SYNTHETIC.position_shift, "Place each film off centre by up to this fraction "
-                   "of its size "
-                   "(a test set of unevenly positioned patients); 0: centred, as Kermany's films mostly are.")
+                   "of its size (a test set of unevenly positioned patients); 0: centred, as Kermany's films mostly "
+                   "are.")
 flags.DEFINE_float("position_rotation", _SYNTHETIC.position_rotation, "Turn each film by up to this many degrees.")
 flags.DEFINE_enum("format", _SYNTHETIC.format, ["", *config_lib.LABEL_FORMATS], "Write that set's layout and label "
                   "files (small films, see cxr_fast/data/synthetic_labelled.py) instead of Kermany's folders.")

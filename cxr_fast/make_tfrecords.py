@@ -15,8 +15,8 @@ from cxr_fast import config as config_lib
 
 _CONVERT = config_lib.ConvertConfig  # the defaults, in one place
 
-flags.DEFINE_string("data_dir", None, "Folder with NORMAL/ and PNEUMONIA/ folders at any depth "
-                    "(the Kaggle or Mendeley download as unpacked, or a flat two-folder layout).")
+flags.DEFINE_string("data_dir", None, "Folder with NORMAL/ and PNEUMONIA/ folders at any depth (the Kaggle or "
+                    "Mendeley download as unpacked, or a flat two-folder layout).")
 flags.DEFINE_string("output_dir", None, "Folder for the shards, manifest.json and splits.csv.")
 flags.DEFINE_enum("split", _CONVERT.split, ["patient", "image", "official"],
                   "patient: no patient in two splits (default); image: the reference's per-class image split; "
@@ -43,8 +43,8 @@ flags.DEFINE_string("patient_column", _CONVERT.patient_column, "--format=csv: th
 flags.DEFINE_list("label_columns", list(_CONVERT.label_columns), "--format=csv: one column (a binary set) or several "
                   "(multi-label) of 1 / 0 / -1 (uncertain) / blank (negative).")
 flags.DEFINE_string("view_column", _CONVERT.view_column, "--format=csv: the column of view positions (for --view).")
-flags.DEFINE_enum("uncertain", _CONVERT.uncertain, ["ignore", "ones", "zeros"], "Uncertain (-1) labels: ignore (masked "
-                  "out of loss and metrics), ones or zeros (CheXpert's U-Ignore, U-Ones, U-Zeros).")
+flags.DEFINE_enum("uncertain", _CONVERT.uncertain, ["ignore", "ones", "zeros"], "Uncertain (-1) labels: ignore "
+                  "(masked out of loss and metrics), ones or zeros (CheXpert's U-Ignore, U-Ones, U-Zeros).")
 flags.DEFINE_list("view", list(_CONVERT.views), "Keep only these view positions, e.g. PA,AP (frontal films).")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
 FLAGS = flags.FLAGS

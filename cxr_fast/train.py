@@ -34,18 +34,17 @@ flags.DEFINE_bool("verify_records", _DATA.verify, "Check every shard's sha256 an
 # Model
 flags.DEFINE_enum("backbone", _MODEL.backbone, list(config_lib.BACKBONES), "EfficientNet variant; tiny: a small CNN "
                   "for plumbing checks (needs --weights=none), not for results.")
-flags.DEFINE_string("weights", _MODEL.weights, "imagenet, none, or the path of a local Keras weights file "
-                    "(the *_notop.h5 of the backbone) for machines without internet.")
+flags.DEFINE_string("weights", _MODEL.weights, "imagenet, none, or the path of a local Keras weights file (the "
+                    "*_notop.h5 of the backbone) for machines without internet.")
 flags.DEFINE_integer("freeze_layers", _MODEL.freeze_layers, "Freeze the first N backbone layers (model 1: 10).")
 flags.DEFINE_float("freeze_fraction", _MODEL.freeze_fraction, "Freeze this fraction of the backbone layers (model 2: "
                    "0.7).")
 flags.DEFINE_float("bn_momentum", _MODEL.bn_momentum, "Expert: BatchNorm moving-average momentum of the backbone; 0 "
                    "keeps Keras' 0.99.  Matters only with --precise_bn_batches=0.")
 flags.DEFINE_integer("precise_bn_batches", _TRAIN.precise_bn_batches, "Before each validation, recompute the "
-                     "BatchNorm statistics as "
-                     "population statistics of this many training batches (at most a quarter of an epoch's steps) "
-                     "under the current weights (PreciseBN); "
-                     "0: keep Keras' moving averages, which lag weights trained from scratch.")
+                     "BatchNorm statistics as population statistics of this many training batches (at most a quarter "
+                     "of an epoch's steps) under the current weights (PreciseBN); 0: keep Keras' moving averages, "
+                     "which lag weights trained from scratch.")
 flags.DEFINE_list("head_dropout", [str(rate) for rate in _MODEL.head_dropout], "The head's two dropout rates (the "
                   "reference's 0.3,0.2).")
 # Augmentation (the reference's ImageDataGenerator settings, in its units)
@@ -59,13 +58,11 @@ flags.DEFINE_float("shear_range", _AUGMENT.shear_deg, "Shear, +- DEGREES (ImageD
 flags.DEFINE_float("zoom_range", _AUGMENT.zoom, "Zoom in [1 - z, 1 + z], drawn for x and y independently.")
 flags.DEFINE_bool("horizontal_flip", _AUGMENT.horizontal_flip, "Flip half of the images horizontally.")
 flags.DEFINE_float("augment_ramp_epochs", _TRAIN.augment_ramp_epochs, "The geometric ranges rise linearly from 0 to "
-                   "the above over "
-                   "these first epochs; -1 (auto): a quarter of --epochs with --weights=none (from scratch), "
-                   "else 0 (the reference).")
+                   "the above over these first epochs; -1 (auto): a quarter of --epochs with --weights=none (from "
+                   "scratch), else 0 (the reference).")
 flags.DEFINE_float("augment_ramp_start_auc", _TRAIN.augment_ramp_start_auc, "The ramp starts after the first epoch "
-                   "whose validation AUC "
-                   "reaches this (flips only until then: a net from scratch finds a faint sign first); "
-                   "0: at the first step.")
+                   "whose validation AUC reaches this (flips only until then: a net from scratch finds a faint sign "
+                   "first); 0: at the first step.")
 flags.DEFINE_enum("fill_mode", _AUGMENT.fill_mode, ["nearest", "reflect", "wrap", "constant"], "Fill outside the "
                   "image.")
 # Optimization
@@ -94,12 +91,11 @@ flags.DEFINE_enum("sync_batchnorm", _TRAIN.sync_batchnorm, ["auto", "on", "off"]
                   "batch (all replicas) instead of each replica's; auto: on with several replicas of fewer than "
                   f"{config_lib.SMALL_REPLICA_BATCH} images each (e.g. --batch_size=64 on 8 GPUs).")
 flags.DEFINE_bool("deterministic", _TRAIN.deterministic, "TensorFlow op determinism: a rerun or an exact resume "
-                  "gives the same "
-                  "weights bit for bit on GPUs too (CPU runs are deterministic already); slower on GPUs.")
+                  "gives the same weights bit for bit on GPUs too (CPU runs are deterministic already); slower on "
+                  "GPUs.")
 flags.DEFINE_float("collective_timeout_secs", _TRAIN.collective_timeout_secs, "multi_worker: fail a collective that "
-                   "waits this long on a "
-                   "worker that is alive but stuck; 0: off (TensorFlow starts a thread per collective when on; a "
-                   "dead worker is noticed through heartbeats either way).")
+                   "waits this long on a worker that is alive but stuck; 0: off (TensorFlow starts a thread per "
+                   "collective when on; a dead worker is noticed through heartbeats either way).")
 flags.DEFINE_string("export_dir", _TRAIN.export_dir, "Also export a SavedModel for TF Serving here (encoded images "
                     "in).")
 flags.mark_flags_as_required(["data_dir", "model_dir"])

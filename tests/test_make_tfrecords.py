@@ -101,6 +101,7 @@ def test_a_write_that_fails_is_one_line_and_leaves_nothing(tmp_path):
     images = make_synthetic(tmp_path / "images", num_patients=12)
     out = tmp_path / "records"
     result = run("tools.make_tfrecords", f"--data_dir={images}", f"--output_dir={out}", "--image_size=64",
-                 "--encoding=raw", "--min_shards=1", preexec_fn=_file_size_limit(20_000))  # a shard of 10 films is 40 KB
+                 "--encoding=raw", "--min_shards=1",
+                 preexec_fn=_file_size_limit(20_000))  # a shard of 10 films is 40 KB
     assert_one_line_error(result, f"--output_dir={out}: cannot write (", "nothing was written there")
     assert sorted(os.listdir(tmp_path)) == ["images"]  # neither the output nor a staging folder

@@ -133,7 +133,7 @@ def _first_frame(dataset, error):
             raise error(f"unsupported: pixel data in {getattr(syntax, 'name', syntax)}, which no installed "
                         "handler decodes; pylibjpeg-libjpeg / -openjpeg (the dicom extra) decode the JPEG family")
     if syntax.is_encapsulated:
-        _check_embedded_size(dataset, error)
+        _check_embedded_frame(dataset, error)
     try:
         stored = pixel_array(dataset, index=0)
     except Exception as err:
@@ -141,12 +141,13 @@ def _first_frame(dataset, error):
     return stored if stored.ndim == 2 else stored[0]
 
 
-def _check_embedded_size(dataset, error):
+def _check_embedded_frame(dataset, error):
     """Refuses a compressed first frame that declares another size than Rows x Columns (or none
     that can be read): a decoder allocates what the embedded stream declares."""
     from pydicom.encaps import get_frame
+    from pydicom.uid import RLELossless
 
-    if dataset.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5":
+    if dataset.file_meta.TransferSyntaxUID == RLELossless:
         return  # RLE: no size of its own; pydicom's decoder allocates Rows x Columns
     try:
         frame = get_frame(dataset.PixelData, 0, number_of_frames=int(getattr(dataset, "NumberOfFrames", 1) or 1))
@@ -159,8 +160,8 @@ def _check_embedded_size(dataset, error):
     if declared != (int(dataset.Rows), int(dataset.Columns)):
         raise error(f"unreadable: the embedded image declares {declared[1]}x{declared[0]} pixels, the DICOM "
                     f"header {dataset.Columns}x{dataset.Rows}")
-    scans = markers.scan_count(frame)
-    if scans > MAX_JPEG_SCANS:
+    scans = markers.excess_scans(frame)
+    if scans:
         raise error(f"too_large: the embedded image has {scans} JPEG scans, over the limit of {MAX_JPEG_SCANS}")
 
 

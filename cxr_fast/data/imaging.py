@@ -71,9 +71,10 @@ def open_checked(data, max_pixels=DEFAULT_MAX_PIXELS):
         raise ImageError(f"too_large: {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
     if width < 1 or height < 1:
         raise ImageError(f"unreadable: image has size {width}x{height}")
-    if image.format in ("JPEG", "MPO") and markers.scan_count(data) > MAX_JPEG_SCANS:
-        raise ImageError(f"too_large: a JPEG of {markers.scan_count(data)} scans, over the limit of "
-                         f"{MAX_JPEG_SCANS} (each scan is a pass over the whole image)")
+    scans = markers.excess_scans(data) if image.format in ("JPEG", "MPO") else 0
+    if scans:
+        raise ImageError(f"too_large: a JPEG of {scans} scans, over the limit of {MAX_JPEG_SCANS} (each scan is a "
+                         "pass over the whole image)")
     return image
 
 

@@ -6,6 +6,8 @@ serving graph reads the same from its own TensorFlow ops (`cxr_fast.serving.head
 """
 import struct
 
+from cxr_fast.config import MAX_JPEG_SCANS
+
 _JPEG_FRAMES = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}  # SOF0-15 and JPEG-LS's SOF55
 _J2K_START = b"\xff\x4f\xff\x51"  # a JPEG 2000 codestream: SOC, then the SIZ segment
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
@@ -54,6 +56,13 @@ def _jp2_codestream(data):
             return b""
         position += length
     return b""
+
+
+def excess_scans(data):
+    """A JPEG's scans (`scan_count`) when they are over MAX_JPEG_SCANS, else 0: the one check the
+    converter, predict and DICOM frames make before decoding."""
+    scans = scan_count(data)
+    return scans if scans > MAX_JPEG_SCANS else 0
 
 
 def scan_count(data):

@@ -283,8 +283,8 @@ def statistics_sample(record_set, config, batches, input_context=None):
     """The fixed sample of training batches that precise BatchNorm statistics are computed on.
 
     `batches` global batches (each replica gets its share of each), the same every time (a pure
-    function of the seed, so resume stays exact), read from the files (no second cache of the split) through a shuffle buffer
-    of a few times the sample, so the sample spans many shards.
+    function of the seed, so resume stays exact), read from the files (no second cache of the
+    split) through a shuffle buffer of a few times the sample, so the sample spans many shards.
     """
     sample = dataclasses.replace(config, cache="none", data_service="", seed=config.seed + 1,
                                  shuffle_buffer=min(config.shuffle_buffer, 4 * batches * config.global_batch_size))

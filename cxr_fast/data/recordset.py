@@ -152,8 +152,7 @@ def _open_checked(data_dir, manifest, verify):
                              "the shard is truncated or was changed; copy or write the record set again")
         if verify and sha256_file(path) != shard["sha256"]:
             raise InputError(f"{path} does not match its sha256 in manifest.json; copy or write the record set again")
-        held = count_records(path) if verify else shard["records"]
-        if held != shard["records"]:
+        if verify and (held := count_records(path)) != shard["records"]:
             raise InputError(f"{path} holds {held} records, manifest.json says {shard['records']}; "
                              "write the record set again")
         files.setdefault(shard["split"], []).append(path)

@@ -93,6 +93,7 @@ def refusal(data, max_pixels, max_bytes):
     png_found, png_height, png_width = png_size(raw, length)
     is_jpeg = _starts_with(raw, length, [0xFF, 0xD8, 0xFF])
     jpeg_found, jpeg_height, jpeg_width = jpeg_size(raw, length)
+    scans = jpeg_scans(raw)
     height = tf.where(is_png, png_height, jpeg_height)
     width = tf.where(is_png, png_width, jpeg_width)
     declared = tf.strings.join([tf.strings.as_string(width), "x", tf.strings.as_string(height)])
@@ -109,8 +110,8 @@ def refusal(data, max_pixels, max_bytes):
         (height * width > max_pixels,
          tf.strings.join(["too large: the image declares ", declared, " pixels, over the limit of ",
                           tf.strings.as_string(max_pixels), " set at export (--max_image_pixels)"])),
-        (tf.logical_and(is_jpeg, jpeg_scans(raw) > MAX_JPEG_SCANS),
-         tf.strings.join(["too large: a JPEG of ", tf.strings.as_string(jpeg_scans(raw)), " scans, over the limit of ",
+        (tf.logical_and(is_jpeg, scans > MAX_JPEG_SCANS),
+         tf.strings.join(["too large: a JPEG of ", tf.strings.as_string(scans), " scans, over the limit of ",
                           str(MAX_JPEG_SCANS), " (each scan is a pass over the whole image)"])),
     ]
     reason = tf.constant("")

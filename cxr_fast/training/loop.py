@@ -161,7 +161,7 @@ def train_and_evaluate(config, log=print, flags_text=None):
         end_of_epoch(run, position, history, totals, val, time.time() - epoch_start)
         totals = _epoch_totals(None)
     run.callback_list.on_train_end()
-    if run.gate and not run.steps.ramp_started:
+    if run.gate and not run.steps.ramp.started:
         log(f"warning: no epoch reached val AUC {run.gate:g}, so the geometric augmentation never started (flips "
             "only); train longer, start from ImageNet weights, or lower --augment_ramp_start_auc")
     return _finish_run(run, position, history)
@@ -241,7 +241,7 @@ def _resume(run):
         _check_same_start(steps, steps.position, run.config.model_dir)
     started = ramp_start_epoch(saved["history"], run.gate) if saved and run.gate else None
     if started is not None:  # a resumed run whose ramp had started
-        steps.start_ramp(started * run.steps_per_epoch)
+        steps.ramp.start(started * run.steps_per_epoch)
     position = Position(*(int(steps.position[k].numpy()) for k in ("epoch", "step_in_epoch", "global_step")))
     if saved and not saved.get("finished"):
         run.log(f"resuming at epoch {position.epoch + 1}, step {position.step_in_epoch} "
@@ -341,9 +341,9 @@ def validate(run, statistics_sample):
     """BatchNorm statistics for the current weights, then the val split scored by all replicas
     together (every worker reads all of it; each record once, in order)."""
     if statistics_sample:
-        run.steps.precise_batch_norm(iter(statistics_sample), run.precise_batches)
+        run.steps.statistics.precise(iter(statistics_sample), run.precise_batches)
     else:
-        run.steps.sync_moving_statistics()
+        run.steps.statistics.sync()
     val_input = pipeline.eval_dataset(run.record_set, "val", run.config.data)
     labels, probs, _ = inference.predict_dataset(val_input, run.steps.predict)
     return {**score(run.record_set, labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
@@ -356,7 +356,7 @@ def end_of_epoch(run, position, history, totals, val, seconds):
     logs = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
             **{f"val_{k}": val[k] for k in ("loss", "accuracy", "auc", "precision", "recall", "count")},
             "learning_rate": float(keras.ops.convert_to_numpy(steps.optimizer.learning_rate)),
-            "augment_strength": (float(steps.augment_strength(position.global_step - 1))
+            "augment_strength": (float(steps.ramp.strength(position.global_step - 1))
                                  if config.augment.kind == "reference" else None),
             "seconds": seconds}
     if run.workers > 1:  # the callbacks' decisions (LR, early stop) must be the same on every worker
@@ -381,10 +381,10 @@ def end_of_epoch(run, position, history, totals, val, seconds):
 
 def _gate_ramp(run, history, global_step):
     """Starts the augmentation ramp after the first epoch whose val AUC reached the gate."""
-    if not run.gate or run.steps.ramp_started:
+    if not run.gate or run.steps.ramp.started:
         return
     if ramp_start_epoch(history, run.gate) is not None:
-        run.steps.start_ramp(global_step)
+        run.steps.ramp.start(global_step)
         run.log(f"val AUC {history[-1]['val_auc']:.3f} >= {run.gate:g}: the augmentation's ranges ramp to full over "
                 f"the next {run.ramp_epochs:g} epochs (--augment_ramp_start_auc)")
     else:

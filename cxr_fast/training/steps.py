@@ -89,25 +89,8 @@ class Steps:
             fold = tf.random.experimental.stateless_fold_in(seed, index + 1)
             generator.state.assign(tf.cast(fold, generator.state.dtype))  # this replica's own copy
         images = self.augmentation(images, training=True, seed=tf.random.experimental.stateless_fold_in(seed, 0),
-                                   strength=self.augment_strength(step))
+                                   strength=self.ramp.strength(step))
         return tf.cast(images, self.compute_dtype)
-
-    def augment_strength(self, step):
-        return self.ramp.strength(step)
-
-    def start_ramp(self, step):
-        self.ramp.start(step)
-
-    @property
-    def ramp_started(self):
-        return self.ramp.started
-
-    # ---- BatchNorm statistics (`statistics`), before evaluation
-    def precise_batch_norm(self, iterator, batches):
-        self.statistics.precise(iterator, batches)
-
-    def sync_moving_statistics(self):
-        self.statistics.sync()
 
     # ---- training
     def _forward_backward(self, images, labels):

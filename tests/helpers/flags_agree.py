@@ -12,7 +12,7 @@ from cxr_fast import config as config_lib
 
 
 def _changed(flag):
-    """A value other than the flag's default that its validation accepts (enums: another choice)."""
+    """A value other than the flag's default (enums: another choice; validation is off here)."""
     if isinstance(flag, flags.EnumFlag) or getattr(flag.parser, "enum_values", None):
         return next(v for v in flag.parser.enum_values if v != flag.default)
     default = flag.default
@@ -21,7 +21,7 @@ def _changed(flag):
     if isinstance(default, int):
         return default + 1
     if isinstance(default, float):
-        return default / 2 if default > 0 else 0.5 if default == 0 else default / 2
+        return default / 2 if default else 0.5
     if isinstance(default, list):
         return {"split_fractions": ["0.5", "0.25", "0.25"], "head_dropout": ["0.5", "0.1"],
                 "size_range": ["800", "1000"], "view": ["PA"], "label_columns": ["a"]}[flag.name]
@@ -36,13 +36,10 @@ def _declared(cls, prefix=""):
     """{dotted field: default} of a config dataclass, nested configs included; required fields left out."""
     found = {}
     for field in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(field.type) or (field.default is dataclasses.MISSING and field.name == "data"):
-            nested = field.type if dataclasses.is_dataclass(field.type) else getattr(config_lib, "DataConfig")
-            found.update(_declared(nested, f"{prefix}{field.name}."))
-        elif field.default is not dataclasses.MISSING:
-            value = field.default
-            found[prefix + field.name] = json.loads(json.dumps(
-                dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value, default=str))
+        if dataclasses.is_dataclass(field.type):
+            found.update(_declared(field.type, f"{prefix}{field.name}."))
+        elif field.default is not dataclasses.MISSING:  # through JSON, as `_flat` gives the built config
+            found[prefix + field.name] = json.loads(json.dumps(field.default, default=str))
     return found
 
 

@@ -11,7 +11,7 @@ functions with MirroredStrategy over 2 logical CPUs, printed as one JSON line.
 - precise: precise BatchNorm statistics pooled over both replicas vs computed directly; both
   replicas' copies equal; every layer's momentum restored.
 - ramp: a gated augmentation ramp's strength on both replicas, read by one traced function
-  before and after `start_ramp` (the mirrored start set from the loop's cross-replica context).
+  before and after `ramp.start` (the mirrored start set from the loop's cross-replica context).
 """
 import dataclasses
 import json
@@ -113,7 +113,7 @@ def precise():
     steps = Steps(config_tiny(), STRATEGY, [1.0, 1.0])
     images = np.random.default_rng(2).integers(0, 256, (24, 32, 32, 1)).astype(np.uint8)
     dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(24, np.float32))).batch(8)
-    steps.precise_batch_norm(iter(STRATEGY.experimental_distribute_dataset(dataset)), 3)
+    steps.statistics.precise(iter(STRATEGY.experimental_distribute_dataset(dataset)), 3)
     expected = first_bn_population(steps, images)
     got = first_bn_statistics(steps)
     copies = [per_replica(v) for layer in steps.backbone.layers if hasattr(layer, "moving_mean")
@@ -128,10 +128,10 @@ def ramp():
 
     @tf.function
     def strength(step):
-        return STRATEGY.run(lambda: steps.augment_strength(step))
+        return STRATEGY.run(lambda: steps.ramp.strength(step))
 
     before = [float(v) for v in per_replica(strength(tf.constant(8, tf.int64)))]
-    steps.start_ramp(5)
+    steps.ramp.start(5)
     after = [float(v) for v in per_replica(strength(tf.constant(10, tf.int64)))]
     return {"before": before, "after": after, "traces": strength.experimental_get_tracing_count()}
 

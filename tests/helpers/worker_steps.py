@@ -41,7 +41,7 @@ worker = strategy.cluster_resolver.task_id
 own = [np.random.default_rng(10 + w).integers(0, 256, (8, 32, 32, 1)).astype(np.uint8) for w in range(2)]
 distributed = strategy.distribute_datasets_from_function(  # per replica, not re-sharded
     lambda _: tf.data.Dataset.from_tensor_slices((own[worker], np.zeros(8, np.float32))).batch(4))
-steps.precise_batch_norm(iter(distributed), 2)
+steps.statistics.precise(iter(distributed), 2)
 expected = first_bn_population(steps, np.concatenate(own))
 pooled = all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(first_bn_statistics(steps), expected))
 statistics = digest([v.value for layer in steps.backbone.layers if hasattr(layer, "moving_mean")

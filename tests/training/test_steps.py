@@ -78,7 +78,7 @@ def test_precise_statistics_make_evaluation_mode_match_training_mode():
     training = steps.backbone(rgb, training=True).numpy()
     assert not np.allclose(steps.backbone(rgb, training=False).numpy(), training, atol=1e-3)
     dataset = tf.data.Dataset.from_tensors((images, np.zeros(8, np.float32))).repeat()
-    steps.precise_batch_norm(iter(strategy.experimental_distribute_dataset(dataset)), 2)
+    steps.statistics.precise(iter(strategy.experimental_distribute_dataset(dataset)), 2)
     np.testing.assert_allclose(steps.backbone(rgb, training=False).numpy(), training, atol=1e-3)
     assert {layer.momentum for layer in steps.backbone.layers if hasattr(layer, "momentum")} == {0.99}
 
@@ -97,9 +97,9 @@ def test_augmentation_ramp_is_resolved_from_the_start_and_follows_the_step():
         TrainConfig(**{**scratch.__dict__, "augment": AugmentConfig(impl="chain"), "augment_ramp_epochs": 1.0}
                     ).validate()
     steps = Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0], ramp_steps=100)
-    strengths = [float(steps.augment_strength(tf.constant(s, tf.int64))) for s in (0, 25, 100, 5000)]
+    strengths = [float(steps.ramp.strength(tf.constant(s, tf.int64))) for s in (0, 25, 100, 5000)]
     assert strengths == [0.0, 0.25, 1.0, 1.0]
-    assert float(Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0]).augment_strength(0)) == 1.0
+    assert float(Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0]).ramp.strength(0)) == 1.0
 
 
 def test_gated_ramp_holds_at_flips_only_until_started():
@@ -110,12 +110,12 @@ def test_gated_ramp_holds_at_flips_only_until_started():
         with pytest.raises(InputError, match="--augment_ramp_start_auc"):
             TrainConfig(**{**scratch.__dict__, "augment_ramp_start_auc": bad}).validate()
     steps = Steps(scratch, tf.distribute.OneDeviceStrategy("/cpu:0"), [1.0, 1.0], ramp_steps=100, ramp_start=None)
-    assert not steps.ramp_started
-    assert [float(steps.augment_strength(s)) for s in (0, 10**6)] == [0.0, 0.0]
-    step = tf.function(lambda s: steps.augment_strength(s))  # traced once: the start is read, not baked in
+    assert not steps.ramp.started
+    assert [float(steps.ramp.strength(s)) for s in (0, 10**6)] == [0.0, 0.0]
+    step = tf.function(lambda s: steps.ramp.strength(s))  # traced once: the start is read, not baked in
     assert float(step(tf.constant(300, tf.int64))) == 0.0
-    steps.start_ramp(200)
-    assert steps.ramp_started
+    steps.ramp.start(200)
+    assert steps.ramp.started
     assert [float(step(tf.constant(s, tf.int64))) for s in (199, 200, 250, 300, 5000)] == [0.0, 0.0, 0.5, 1.0, 1.0]
 
 
