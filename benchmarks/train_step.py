@@ -36,7 +36,8 @@ from cxr_fast import entry
 from cxr_fast.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import strategy as strategy_lib
-from cxr_fast.training import augment, loop
+from cxr_fast.tasks import task as task_lib
+from cxr_fast.training import augment
 from cxr_fast.training import model as model_lib
 from cxr_fast.training.steps import Steps
 
@@ -162,7 +163,7 @@ def loop_overhead(data_dir, seconds, image_size=128, batch=256, steps_per_loop=5
     """
     config, strategy, record_set, dataset = _setup(data_dir, "tiny", image_size, batch, "none", "memory",
                                                    strategy=strategy)
-    weights = loop.class_weights(record_set, "balanced")
+    weights = task_lib.for_record_set(record_set).class_weights(record_set, "balanced")
     replicas = strategy.num_replicas_in_sync
     settings = {"batch": batch, "augment": "none", "steps_per_loop": steps_per_loop, "replicas": replicas,
                 "image_size": 8, "cache": "resident"}
@@ -222,7 +223,7 @@ def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_lo
                              strategy=strategy)
     config, strategy, record_set, dataset = _setup(data_dir, backbone, image_size, batch, "reference", "auto",
                                                    freeze_fraction, strategy)
-    steps = Steps(config, strategy, loop.class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"),
+    steps = Steps(config, strategy, task_lib.for_record_set(record_set).class_weights(record_set, "balanced"), strategy_lib.choose_precision("auto"),
                   strategy_lib.choose_jit("auto"))
     step = _rate(steps, iter(dataset), seconds, steps_per_loop)
     log(f"train step fed by the input pipeline: {step:,.1f} img/s")

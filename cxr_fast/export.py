@@ -37,11 +37,10 @@ def main(argv):
     from cxr_fast.serving import savedmodel
 
     model, threshold = inference.load(config.model)
-    findings, classes = inference.findings_of(config.model), inference.classes_of(config.model)
+    task = inference.task_of(config.model)
     path = savedmodel.export(model, config.export_dir, threshold, config.overwrite, config.max_image_pixels,
-                             config.max_image_bytes, findings, classes, config.inputs())
-    outputs = (f"probabilities and labels per finding ({', '.join(findings)}), findings, error" if findings
-               else f"probability, label, class ({' or '.join(classes)}), error")
+                             config.max_image_bytes, task, config.inputs())
+    outputs = task.describe_outputs()
     shown = (", ".join(f"{t:.3f}" for t in threshold) if isinstance(threshold, list) else f"{threshold:.3f}")
     print(f"exported {config.model} (threshold {shown}) to {path}; signature serving_default: "
           f"images (encoded bytes) -> {outputs}; JPEG or PNG, at most "

@@ -42,9 +42,8 @@ def main(argv):
         raise errors.InputError(f"no image files in {', '.join(config.paths)}")
     if config.gradcam_dir:
         os.makedirs(config.gradcam_dir, exist_ok=True)
-    results = inference.stream(model, threshold, files, config.batch_size, config.max_image_pixels,
-                               config.gradcam_dir, findings=inference.findings_of(config.model),
-                               classes=inference.classes_of(config.model))
+    results = inference.stream(model, threshold, files, inference.task_of(config.model), config.batch_size,
+                               config.max_image_pixels, config.gradcam_dir)
     failed = 0
     for result in results:  # printed as each batch is scored: memory stays flat however many files
         print(json.dumps(result), flush=True)

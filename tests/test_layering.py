@@ -11,6 +11,7 @@ from cli import ROOT
 # Lowest first; a module may import its own stage and the ones before it (see cxr_fast/__init__.py).
 STAGES = [
     ("cxr_fast", "cxr_fast.config", "cxr_fast.errors", "cxr_fast.atomic", "cxr_fast.workers"),
+    ("cxr_fast.tasks",),
     ("cxr_fast.data",),
     ("cxr_fast.distributed",),
     ("cxr_fast.serving",),
@@ -103,6 +104,7 @@ def test_no_private_modules_of_other_libraries():
 def test_the_rules_catch_an_upward_import():
     # the checker itself: a data module importing the training loop is caught
     assert stage("cxr_fast.data.pipeline") < stage("cxr_fast.training.loop")
+    assert stage("cxr_fast.config") < stage("cxr_fast.tasks.task") < stage("cxr_fast.data.writer")
     assert stage("cxr_fast.config") == 0 and stage("cxr_fast.train") > stage("cxr_fast.training.loop")
 
 
@@ -116,3 +118,46 @@ def test_nothing_refers_outside_the_repository():
                 if "../" + "shared" in open(path, errors="replace").read():
                     outside.append(os.path.relpath(path, ROOT))
     assert not outside, outside
+
+
+# Where a test on finding names is not a binary / multi-label branch: the record layout writes and
+# parses the FINDINGS feature only when asked to, a label-file reader says whether its rows label
+# findings (the fact `tasks.create` decides from), dedupe compares whole labels, NIH's parser reads names.
+NOT_TASK_BRANCHES = {("cxr_fast.data.schema", "findings"), ("cxr_fast.data.schema", "num_findings"),
+                     ("cxr_fast.data.labelfiles", "images and images[0].findings"),
+                     ("cxr_fast.data.labelfiles", "images[0].findings"),
+                     ("cxr_fast.data.labelfiles", "f in findings"),
+                     ("cxr_fast.data.index", "len({(im.label, im.findings) for im in copies}) > 1")}
+TASK_WORDS = {"findings", "multilabel", "num_findings", "finding_names", "classes"}
+
+
+def task_branches(modules):
+    """(module, condition) of every if / while / conditional expression / comprehension filter / and-or
+    whose condition reads finding or class names or a multi-label flag."""
+    found = set()
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            tests = [node.test] if isinstance(node, (ast.If, ast.IfExp, ast.While)) else []
+            tests += node.ifs if isinstance(node, ast.comprehension) else []
+            tests += node.values if isinstance(node, ast.BoolOp) else []
+            for test in tests:
+                names = {n.id for n in ast.walk(test) if isinstance(n, ast.Name)}
+                names |= {n.attr for n in ast.walk(test) if isinstance(n, ast.Attribute)}
+                if names & TASK_WORDS:
+                    found.add((module, ast.unparse(test)))
+    return found
+
+
+def test_only_the_task_tells_binary_from_multi_label():
+    modules = {m: p for m, p in project_modules().items()
+               if m.startswith("cxr_fast.") and not m.startswith("cxr_fast.tasks")}
+    branches = sorted(task_branches(modules) - NOT_TASK_BRANCHES)
+    assert not branches, ("branches on the task outside cxr_fast/tasks (ask the task instead):\n"
+                          + "\n".join(f"{m}: {test}" for m, test in branches))
+
+
+def test_the_task_rule_catches_a_branch(tmp_path):
+    path = tmp_path / "stage.py"
+    path.write_text("def rows(record_set, probs):\n    return probs if record_set.findings else probs.ravel()\n")
+    assert task_branches({"cxr_fast.serving.stage": str(path)}) == {
+        ("cxr_fast.serving.stage", "record_set.findings")}

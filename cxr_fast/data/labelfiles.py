@@ -240,7 +240,8 @@ _READERS = {"nih": _nih, "chexpert": _chexpert, "mimic": _mimic, "rsna": _rsna, 
 
 
 def read(config):
-    """A ConvertConfig with `labels` -> (classes, sorted ImageFiles, Skipped, multilabel).
+    """A ConvertConfig with `labels` -> (classes, sorted ImageFiles, Skipped, findings): `findings`
+    names the classes when the rows carry a label per finding (a multi-label set), else ().
 
     Rows naming a file that is not below --data_dir are skipped as `missing_image`; rows whose
     path leads outside it (absolute, or `..` past its top) as `outside_data_dir`, so a label file
@@ -250,7 +251,7 @@ def read(config):
     """
     base = os.path.dirname(os.path.abspath(config.labels))
     classes, images, skipped = _READERS[config.format](config, base)
-    multilabel = bool(images) and bool(images[0].findings)
+    findings = tuple(classes) if images and images[0].findings else ()
     kept = []
     for image in images:
         if config.views and image.view not in config.views:
@@ -262,4 +263,4 @@ def read(config):
             skipped.append(Skipped(image.path, "missing_image: named in the label file, not found below --data_dir"))
         else:
             kept.append(image)
-    return tuple(classes), sorted(kept, key=lambda im: im.path), skipped, multilabel
+    return tuple(classes), sorted(kept, key=lambda im: im.path), skipped, findings

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from cxr_fast.data import schema
 from cxr_fast.errors import InputError
+from cxr_fast.tasks import task as task_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 _SIZE_MESSAGE = "cxr_fast: records whose image size differs from manifest.json (first files):"
@@ -41,17 +42,18 @@ def _split_files(record_set, split):
 def _decoder(record_set, config, with_metadata=False):
     """A function of a batch of serialized records -> (uint8 images, float32 labels[, metadata]).
 
-    Labels are [B] for a binary set and [B, findings] (1, 0 or -1: ignored) for a multi-label set.
+    Labels are the record set's task's: [B] for a binary set, [B, findings] (1, 0 or -1: ignored)
+    for a multi-label set.
     """
     height, width = record_set.stored_size
     encoding = record_set.encoding
-    findings = len(record_set.findings)
+    task = task_lib.for_record_set(record_set)
     keys = [schema.ENCODED, schema.LABEL, schema.HEIGHT, schema.WIDTH, schema.CHANNELS, schema.FILENAME]
     if with_metadata:
         keys.append(schema.PATIENT)
 
     def decode(serialized):
-        features = schema.parse_batch(serialized, keys, findings)
+        features = schema.parse_batch(serialized, keys, len(task.findings))
         match = ((features[schema.HEIGHT] == height) & (features[schema.WIDTH] == width)
                  & (features[schema.CHANNELS] == 1))
         if encoding == "raw":
@@ -63,7 +65,7 @@ def _decoder(record_set, config, with_metadata=False):
         if (height, width) != (config.image_size, config.image_size):
             images = tf.image.resize(images, [config.image_size, config.image_size], antialias=True)
             images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
-        labels = features[schema.FINDINGS] if findings else tf.cast(features[schema.LABEL], tf.float32)
+        labels = task.labels(features[schema.LABEL], features.get(schema.FINDINGS))
         if not with_metadata:
             return images, labels
         return images, labels, {"filename": features[schema.FILENAME], "patient": features[schema.PATIENT]}

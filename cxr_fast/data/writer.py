@@ -30,6 +30,7 @@ from cxr_fast.data import imaging, labelfiles, recordset, schema
 from cxr_fast.data import index as dataset_index
 from cxr_fast.data.index import CLASS_NAMES, SPLITS
 from cxr_fast.errors import InputError
+from cxr_fast.tasks import task as task_lib
 
 
 def convert(config, log=logging.info):
@@ -48,7 +49,7 @@ def convert(config, log=logging.info):
             skipped = sorted(skipped + failures, key=lambda s: s.path)
             manifest = _manifest(config, labels, written, assignment, shards, skipped, duplicates, workers, rate,
                                  started)
-            _write_splits_csv(os.path.join(staging, recordset.SPLITS_CSV), written, assignment, labels.multilabel)
+            _write_splits_csv(os.path.join(staging, recordset.SPLITS_CSV), written, assignment, labels.task)
             atomic.write_json(os.path.join(staging, recordset.MANIFEST), manifest)
     log(summary_table(manifest))
     return manifest
@@ -56,10 +57,9 @@ def convert(config, log=logging.info):
 
 @dataclasses.dataclass(frozen=True)
 class _Labels:
-    """What the images are labelled with: class names (binary) or finding names (multi-label)."""
+    """The candidate images and their task (`cxr_fast.tasks.task`: binary, or one label per finding)."""
 
-    classes: tuple
-    multilabel: bool
+    task: object
     images: list
     skipped: list
 
@@ -67,14 +67,14 @@ class _Labels:
 def _find_images(config, log):
     """The candidate images: NORMAL/PNEUMONIA folders, or the rows of a label file."""
     if config.labels:
-        classes, images, skipped, multilabel = labelfiles.read(config)
+        classes, images, skipped, findings = labelfiles.read(config)
         if not images:
             example = skipped[0].reason if skipped else "no rows"
             raise InputError(f"--labels={config.labels}: no row names an image found below --data_dir="
                              f"{config.data_dir} ({len(skipped)} skipped, e.g. {example})")
         log(f"{config.format} label file: {len(images)} images of {len({im.patient for im in images})} patients, "
             f"{len(skipped)} rows skipped")
-        return _Labels(classes, multilabel, images, skipped)
+        return _Labels(task_lib.create(findings, classes), images, skipped)
     images, skipped = dataset_index.scan(config.data_dir)
     if not images and not skipped:
         raise InputError(f"--data_dir={config.data_dir} holds no files")
@@ -82,7 +82,7 @@ def _find_images(config, log):
         raise InputError(f"--data_dir={config.data_dir}: no image file below a folder named NORMAL or PNEUMONIA "
                          f"({len(skipped)} other files skipped); see the README for the expected layout")
     log(f"found {len(images)} candidate images, {len(skipped)} other files skipped")
-    return _Labels(CLASS_NAMES, False, images, skipped)
+    return _Labels(task_lib.create((), CLASS_NAMES), images, skipped)
 
 
 class _Progress:
@@ -134,7 +134,7 @@ def _fingerprint(labels, config, pool, log):
     kept, duplicates, conflicts = dataset_index.dedupe(readable, sha1s)
     if duplicates:
         log(f"removed {len(duplicates)} exact duplicates (same sha1)")
-    for label, name in enumerate(() if labels.multilabel else labels.classes):
+    for label, name in labels.task.required_labels():
         if not any(im.label == label for im in kept):
             if config.labels:
                 raise InputError(f"--labels={config.labels}: no readable {name} image found; a binary set needs "
@@ -189,7 +189,7 @@ def _write_shards(order, assignment, labels, config, pool, staging, log):
             encoded, height, width = result
             shards.write(assignment[image.path], schema.make_example(
                 encoded=encoded, encoding=config.encoding, height=height, width=width, label=image.label,
-                class_text=_class_text(image, labels), filename=image.path, patient=image.patient, sha1=sha1,
+                class_text=labels.task.class_text(image), filename=image.path, patient=image.patient, sha1=sha1,
                 findings=image.findings))
             written.append((image, sha1))
         shards.close()
@@ -227,12 +227,6 @@ class _Shards:
             self.writer = None
 
 
-def _class_text(image, labels):
-    if not labels.multilabel:
-        return labels.classes[image.label]
-    return "|".join(name for name, value in zip(labels.classes, image.findings) if value == 1.0) or "none"
-
-
 def _finish_shards(shards, staging):
     """Renames each complete shard to its final `-of-N` name and checksums it."""
     entries = []
@@ -248,21 +242,13 @@ def _finish_shards(shards, staging):
 
 
 def _manifest(config, labels, written, assignment, shards, skipped, duplicates, workers, rate, started):
-    classes = ("NO_FINDING", "ANY_FINDING") if labels.multilabel else labels.classes
-    counts = {s: {name: 0 for name in classes} for s in SPLITS}
-    findings = {s: {name: {"positive": 0, "negative": 0, "ignored": 0} for name in labels.classes} for s in SPLITS}
-    patients = {s: set() for s in SPLITS}
-    for image, _ in written:
-        split = assignment[image.path]
-        counts[split][classes[image.label]] += 1
-        patients[split].add(image.patient)
-        for name, value in zip(labels.classes, image.findings):
-            findings[split][name]["positive" if value == 1.0 else "negative" if value == 0.0 else "ignored"] += 1
-    for split in SPLITS:
-        counts[split]["total"] = sum(counts[split][name] for name in classes)
-        counts[split]["patients"] = len(patients[split])
-        if labels.multilabel:
-            counts[split]["findings"] = findings[split]
+    task = labels.task
+    by_split = {s: [image for image, _ in written if assignment[image.path] == s] for s in SPLITS}
+    counts = {}
+    for split, images in by_split.items():
+        counts[split] = {name: sum(im.label == label for im in images) for label, name in enumerate(task.classes)}
+        counts[split].update(total=len(images), patients=len({im.patient for im in images}),
+                             **task.label_counts(images))
     files = [image for image, _ in written]
     leaked = dataset_index.patients_in_several_splits(files, assignment)
     reasons = collections.Counter(s.reason.split(":")[0] for s in skipped)
@@ -280,9 +266,7 @@ def _manifest(config, labels, written, assignment, shards, skipped, duplicates, 
             "shard_size_mb": config.shard_size_mb,
             "min_shards": config.min_shards, "max_image_pixels": config.max_image_pixels, **source,
         },
-        "task": "multilabel" if labels.multilabel else "binary",
-        "classes": list(classes),
-        "findings": list(labels.classes) if labels.multilabel else [],
+        **task.manifest_fields(),
         "image": {"height": config.image_size or None, "width": config.image_size or None, "channels": 1,
                   "encoding": config.encoding, "fixed_size": bool(config.image_size)},
         "counts": counts,
@@ -304,13 +288,13 @@ def _manifest(config, labels, written, assignment, shards, skipped, duplicates, 
     }
 
 
-def _write_splits_csv(path, written, assignment, multilabel):
+def _write_splits_csv(path, written, assignment, task):
     buffer = io.StringIO()
     out = csv.writer(buffer, lineterminator="\n")
-    out.writerow(["file", "patient", "label", "split", "sha1"] + ["findings"] * multilabel)
+    out.writerow(["file", "patient", "label", "split", "sha1"] + task.splits_columns())
     for image, sha1 in sorted(written, key=lambda pair: pair[0].path):
-        findings = [" ".join(f"{v:g}" for v in image.findings)] if multilabel else []  # 1, 0 or -1 (ignored)
-        out.writerow([image.path, image.patient, image.label, assignment[image.path], sha1] + findings)
+        out.writerow([image.path, image.patient, image.label, assignment[image.path], sha1]
+                     + task.splits_columns(image))
     atomic.write_text(path, buffer.getvalue())
 
 

@@ -1,9 +1,11 @@
 """The evaluation figures, drawn with matplotlib's headless Agg backend and written atomically.
 
-Each function takes plain values (numpy arrays, the dicts of `cxr_fast.evaluation.metrics`, the training
-history) and a path, and returns the path; nothing here computes a metric.
+Each function takes plain values (numpy arrays, the dicts of `cxr_fast.tasks`' metric modules,
+the training history) and a path, and returns the path; nothing here computes a metric.
 """
 import io
+import json
+import os
 
 import matplotlib
 
@@ -81,6 +83,15 @@ def reliability(calibration, path):
            title=f"Reliability (ECE {calibration['expected_calibration_error']:.3f})", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left")
     return _save(figure, path)
+
+
+def history_figure(model_dir, folder):
+    """[(training_curves.png in `folder`, caption)] from model_dir/history.json; [] without one."""
+    history_path = os.path.join(model_dir, "history.json")
+    if not os.path.isfile(history_path):
+        return []
+    with open(history_path) as f:
+        return [(training_curves(json.load(f), os.path.join(folder, "training_curves.png")), "Training history")]
 
 
 def training_curves(history, path):

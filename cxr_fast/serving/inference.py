@@ -14,6 +14,7 @@ from cxr_fast.data import imaging
 from cxr_fast.data import index as dataset_index
 from cxr_fast.errors import InputError
 from cxr_fast.serving import gradcam
+from cxr_fast.tasks import task as task_lib
 
 FINAL_MODEL = "model.keras"  # in model_dir, written by training
 THRESHOLD_FILE = "threshold.json"  # in model_dir, written by `evaluate --threshold=auto`
@@ -56,31 +57,11 @@ def _model_settings(model_path):
         return json.load(f)["model"]
 
 
-def findings_of(model_path):
-    """A multi-label model's finding names, from config.json beside model.keras; () for a binary model."""
-    return tuple(_model_settings(model_path).get("findings") or ())
-
-
-def classes_of(model_path):
-    """A binary model's class names in label order, from config.json beside model.keras; Kermany's
-    NORMAL, PNEUMONIA when it names none (a model trained before it did, or a bare model file)."""
-    return tuple(_model_settings(model_path).get("classes") or dataset_index.CLASS_NAMES)
-
-
-def output_thresholds(model, threshold, findings=()):
-    """The threshold of each of the model's outputs, after checking the model has one output per
-    finding named (one for a binary model).  A number serves every output; a list (`evaluate
-    --threshold=auto` on a multi-label set) needs one per finding."""
-    outputs = model.output_shape[-1]
-    if outputs != max(len(findings), 1):
-        raise InputError(f"the model has {outputs} outputs but {len(findings)} finding names were found beside it "
-                         "(config.json); keep model.keras in its training folder")
-    if isinstance(threshold, (list, tuple)):
-        if len(threshold) != outputs:
-            raise InputError(f"{THRESHOLD_FILE} holds {len(threshold)} thresholds for a model of "
-                             f"{outputs} outputs; run evaluate --threshold=auto again")
-        return [float(t) for t in threshold]
-    return [float(threshold)] * outputs
+def task_of(model_path):
+    """The task of a model, from config.json beside model.keras: its findings or its class names;
+    Kermany's NORMAL, PNEUMONIA when it names neither (a bare model file)."""
+    settings = _model_settings(model_path)
+    return task_lib.create(settings.get("findings") or (), settings.get("classes") or dataset_index.CLASS_NAMES)
 
 
 def expand(paths):
@@ -97,29 +78,28 @@ def expand(paths):
     return files
 
 
-def classify(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None,
-             findings=(), classes=dataset_index.CLASS_NAMES):
+def classify(model, threshold, paths, task, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None):
     """`stream`'s results as a list."""
-    return list(stream(model, threshold, paths, batch_size, max_pixels, gradcam_dir, findings, classes))
+    return list(stream(model, threshold, paths, task, batch_size, max_pixels, gradcam_dir))
 
 
-def stream(model, threshold, paths, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None,
-           findings=(), classes=dataset_index.CLASS_NAMES):
-    """One result dict per file, in order: file, probability, label, threshold (or file, error).
+def stream(model, threshold, paths, task, batch_size=32, max_pixels=imaging.DEFAULT_MAX_PIXELS, gradcam_dir=None):
+    """One result dict per file, in order: file, the task's answer (`task.result`), threshold; or
+    file, error.
 
-    `label` is one of `classes` (negative, positive).  A multi-label model (`findings` named) gives
-    `probabilities` ({finding: probability}) and `findings` (those at or above the threshold)
-    instead of probability and label.  With `gradcam_dir`, `gradcam` is the overlay's path (a
-    multi-label model: {finding: path} for each finding found, the map of that finding).
-    Files are read, decoded and scored `batch_size` at a time, so memory stays flat however many.
+    A binary model answers `probability` and `label` (one of its classes); a multi-label model
+    `probabilities` ({finding: probability}) and `findings` (those at or above their threshold).
+    With `gradcam_dir`, `gradcam` is the overlay's path (a multi-label model: {finding: path} for
+    each finding found, the map of that finding).  Files are read, decoded and scored
+    `batch_size` at a time, so memory stays flat however many.
     """
-    limits = output_thresholds(model, threshold, findings)
+    limits = task.output_thresholds(model.output_shape[-1], threshold)
     for start in range(0, len(paths), batch_size):
-        yield from _classify_batch(model, limits, paths[start:start + batch_size], start, max_pixels, gradcam_dir,
-                                   findings, classes, threshold)
+        yield from _classify_batch(model, task, limits, threshold, paths[start:start + batch_size], start,
+                                   max_pixels, gradcam_dir)
 
 
-def _classify_batch(model, limits, paths, offset, max_pixels, gradcam_dir, findings, classes, threshold):
+def _classify_batch(model, task, limits, threshold, paths, offset, max_pixels, gradcam_dir):
     size, channels = model.input_shape[1], model.input_shape[3]
     results, ready = [], []
     for path in paths:
@@ -138,25 +118,19 @@ def _classify_batch(model, limits, paths, offset, max_pixels, gradcam_dir, findi
         batch = np.repeat(batch, 3, axis=-1)
     probs = model.predict_on_batch(batch).reshape(len(ready), -1)
     found = probs >= np.array(limits)  # [B, outputs]
-    # Grad-CAM per output asked for: the binary one always, a finding where some image has it
-    wanted = [k for k in range(probs.shape[1]) if not findings or found[:, k].any()] if gradcam_dir else []
+    # Grad-CAM maps of the outputs the task draws for some film of the batch, each computed once
+    wanted = sorted({k for row in found for k, _ in task.gradcam_targets(row)}) if gradcam_dir else []
     maps = {k: gradcam.heatmaps(model, batch, k) for k in wanted}
     for k, ((index, _, data), prob) in enumerate(zip(ready, probs)):
         result = results[index]
-        if findings:
-            result.update(probabilities={n: float(p) for n, p in zip(findings, prob)},
-                          findings=[n for n, hit in zip(findings, found[k]) if hit], threshold=threshold)
-        else:
-            result.update(probability=float(prob[0]), label=classes[int(found[k, 0])], threshold=threshold)
+        result.update(task.result(prob, found[k], threshold))
         if gradcam_dir:
             full = imaging.load_gray(data, 0, max_pixels)
             stem = os.path.join(gradcam_dir, os.path.splitext(os.path.basename(result["file"]))[0]
                                 + f".{offset + index}")
-            if findings:
-                result["gradcam"] = {n: gradcam.overlay(full, maps[j][k], f"{stem}.{n}.gradcam.png")
-                                     for j, n in enumerate(findings) if found[k, j]}
-            else:
-                result["gradcam"] = gradcam.overlay(full, maps[0][k], f"{stem}.gradcam.png")
+            result["gradcam"] = task.gradcam_result(
+                {name: gradcam.overlay(full, maps[j][k], ".".join(filter(None, (stem, name, "gradcam.png"))))
+                 for j, name in task.gradcam_targets(found[k])})
     return results
 
 
@@ -170,9 +144,7 @@ def predict_dataset(dataset, predict_fn, keep_images=False):
     for element in dataset:
         images, batch_labels = element[0], element[1]
         labels.append(batch_labels.numpy())
-        batch_probs = predict_fn(images).numpy()
-        multilabel = batch_labels.shape.rank == 2  # [B, findings]
-        probs.append(batch_probs.reshape(len(batch_probs), -1) if multilabel else batch_probs.reshape(-1))
+        probs.append(predict_fn(images).numpy().reshape(labels[-1].shape))  # [B] or [B, findings], as the labels
         if keep_images:
             extras.setdefault("images", []).append(images.numpy())
         for key, values in (element[2].items() if len(element) > 2 else ()):

@@ -19,7 +19,8 @@ import tensorflow as tf
 from cxr_fast import atomic
 from cxr_fast.config import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
 from cxr_fast.data.index import CLASS_NAMES
-from cxr_fast.serving import headers, inference
+from cxr_fast.serving import headers
+from cxr_fast.tasks import task as task_lib
 
 
 def decode_for_model(encoded, size):
@@ -57,17 +58,18 @@ class ServingModule(tf.Module):
     finding's probability and label -1, findings "").
     """
 
-    def __init__(self, model, threshold, max_pixels, max_bytes, findings=(), classes=CLASS_NAMES):
+    def __init__(self, model, threshold, max_pixels, max_bytes, task):
         super().__init__()
         self.model = model
+        self.task = task  # plain Python: not saved, only traced into `serve`
         self.threshold = tf.constant(threshold, tf.float32)  # a number, or one per finding
         self.size, self.channels = model.input_shape[1], model.input_shape[3]
         # Saved with the model, so an operator can read the limits and finding order back.
         self.max_image_pixels = tf.Variable(max_pixels, dtype=tf.int64, trainable=False)
         self.max_image_bytes = tf.Variable(max_bytes, dtype=tf.int64, trainable=False)
-        self.finding_names = tf.Variable(list(findings) or [""], dtype=tf.string, trainable=False)
-        self.multilabel = bool(findings)
-        self.classes = tf.constant(list(classes))  # a binary model's (negative, positive) names
+        self.finding_names = tf.Variable(list(task.findings), dtype=tf.string, trainable=False,
+                                         shape=[len(task.findings)])
+        self.names = tf.constant(task.serving_names())  # what the outputs are named by: classes or findings
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve(self, images):
@@ -90,35 +92,21 @@ class ServingModule(tf.Module):
         blank = tf.zeros([tf.cast(tf.equal(count, 0), tf.int32), self.size, self.size, self.channels], tf.uint8)
         probability = self.model(tf.cast(tf.concat([pixels, blank], 0), tf.float32), training=False)[:count]
         error = tf.where(ok, "", tf.where(passed, "unreadable: the image data is truncated or corrupt", refused))
-        if self.multilabel:
-            return self._findings(probability, ok, error)
-        probability = tf.reshape(probability, [-1])
-        label = tf.where(ok, tf.cast(probability >= self.threshold, tf.int32), -1)
-        return {"probability": tf.where(ok, probability, -1.0), "label": label,
-                "class": tf.where(ok, tf.gather(self.classes, tf.maximum(label, 0)), ""),
-                "error": error}
-
-    def _findings(self, probabilities, ok, error):
-        positive = probabilities >= self.threshold
-        names = tf.broadcast_to(self.finding_names[None], tf.shape(positive))
-        joined = tf.strings.reduce_join(tf.ragged.boolean_mask(names, positive), axis=1, separator="|")
-        kept = ok[:, None]
-        return {"probabilities": tf.where(kept, probabilities, -1.0),
-                "labels": tf.where(kept, tf.cast(positive, tf.int32), -1),
-                "findings": tf.where(ok, joined, ""), "error": error}
+        return self.task.serving_outputs(probability, ok, error, self.threshold, self.names)
 
 
 def export(model, export_dir, threshold=0.5, overwrite=False, max_pixels=DEFAULT_MAX_PIXELS,
-           max_bytes=DEFAULT_MAX_BYTES, findings=(), classes=CLASS_NAMES, inputs=(), command=None):
+           max_bytes=DEFAULT_MAX_BYTES, task=None, inputs=(), command=None):
     """Writes the SavedModel (signature `serving_default`) to export_dir, complete or not at all.
 
-    `findings`: a multi-label model's finding names, in the order of its outputs; `classes`: a
-    binary model's (negative, positive) names, the `class` it answers; `inputs`: (path, what)
+    `task`: the model's (`inference.task_of`; default Kermany's binary one), which names the
+    outputs (`task.serving_outputs`); `inputs`: (path, what)
     pairs the export may never replace, `command`: the writer whose own earlier export is
     replaced without `overwrite` (`atomic.check_output_dir`).
     """
-    inference.output_thresholds(model, threshold, findings)
-    module = ServingModule(model, threshold, max_pixels, max_bytes, findings, classes)
+    task = task or task_lib.create((), CLASS_NAMES)
+    task.output_thresholds(model.output_shape[-1], threshold)
+    module = ServingModule(model, threshold, max_pixels, max_bytes, task)
     with atomic.staged_dir(export_dir, overwrite, "--export_dir", command, inputs) as staging:
         tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
     return os.path.abspath(export_dir)

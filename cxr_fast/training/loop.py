@@ -9,8 +9,8 @@ step functions from `cxr_fast.training.steps`) -> `_resume` (the checkpoint, if 
 (callbacks, history, the ramp's gate, checkpoint) -> `_finish_run` (best weights, model.keras,
 test score, export).
 
-A multi-label record set (its manifest names `findings`) gets one sigmoid per finding and a
-masked, per-finding class-weighted loss (`steps`); its val_auc is the macro AUC over findings.
+The record set's task (`cxr_fast.tasks.task`: binary, or one sigmoid per finding) decides the
+head, class weights, loss and scores; a multi-label set's val_auc is the macro AUC over findings.
 From scratch, the augmentation holds at flips only until an epoch's val AUC shows the net has
 found a sign, then its ranges ramp up over a few epochs (`TrainConfig.augment_ramp`).
 
@@ -26,7 +26,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from sklearn.utils.class_weight import compute_class_weight
 
 from cxr_fast import atomic
 from cxr_fast.config import SMALL_REPLICA_BATCH
@@ -34,32 +33,14 @@ from cxr_fast.data import pipeline, recordset
 from cxr_fast.distributed import service as data_service
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.errors import ClusterError, InputError, TrainingError
-from cxr_fast.evaluation import metrics, multilabel
 from cxr_fast.serving import inference, savedmodel
+from cxr_fast.tasks import task as task_lib
 from cxr_fast.training import checkpointing
 from cxr_fast.training import model as model_lib
 from cxr_fast.training.steps import Steps
 
 BEST_WEIGHTS = "best.weights.h5"
 GPU_STEPS_PER_LOOP = 50  # steps per tf.function call on GPUs (--steps_per_loop=0): Python's per-call cost amortized
-
-
-def class_weights(record_set, mode):
-    """sklearn's 'balanced' weights on the training labels (counted in the manifest), or ones.
-
-    Binary: [w(class 0), w(class 1)].  Multi-label: [[w(negative), w(positive)]] per finding, the
-    same formula per finding over its labels that are not ignored (1 for a finding with one class).
-    """
-    if record_set.findings:
-        if mode == "none":
-            return [[1.0, 1.0] for _ in record_set.findings]
-        return [[(p + n) / (2 * n), (p + n) / (2 * p)] if p and n else [1.0, 1.0]
-                for p, n in record_set.finding_counts("train")]
-    counts = record_set.class_counts("train")
-    if mode == "none":
-        return [1.0] * len(counts)
-    labels = np.repeat(np.arange(len(counts)), counts)
-    return compute_class_weight("balanced", classes=np.arange(len(counts)), y=labels).tolist()
 
 
 def _with_batch_norm_sync(config, replicas, jit, log):
@@ -185,14 +166,15 @@ def _setup(config, log, flags_text):
         f"XLA {'on' if jit else 'off'}" + (", op determinism on" if config.deterministic else ""))
     config = _with_batch_norm_sync(config, strategy.num_replicas_in_sync, jit, log)
     record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
-    config = _with_record_set(config, record_set, log)
+    task = task_lib.for_record_set(record_set)
+    config = _with_task(config, task, log)
     if chief:
         atomic.write_json(os.path.join(out.path, "config.json"), dataclasses.asdict(config))
         if flags_text:
             atomic.write_text(os.path.join(out.path, "flags.txt"), flags_text)
     if config.data.data_service:
         data_service.check_reachable(config.data.data_service)
-    weights = class_weights(record_set, config.class_weight)
+    weights = task.class_weights(record_set, config.class_weight)
     global_batch = config.data.global_batch_size
     record_set.check_batch_size(global_batch)
     steps_per_epoch = config.steps_per_epoch or record_set.num_records("train") // global_batch
@@ -213,13 +195,11 @@ def _setup(config, log, flags_text):
                ramp_epochs, gate, precise_batches)
 
 
-def _with_record_set(config, record_set, log):
-    """The config with what the record set decides: a multi-label set's findings (one sigmoid
-    each), else the class names predict and the serving signature answer with."""
-    if record_set.findings:
-        log(f"multi-label set: {len(record_set.findings)} findings ({', '.join(record_set.findings)})")
-        return dataclasses.replace(config, model=dataclasses.replace(config.model, findings=record_set.findings))
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, classes=record_set.classes))
+def _with_task(config, task, log):
+    """The config with what the record set's task decides: the findings (one sigmoid each) or the
+    class names, which predict and the serving signature answer with."""
+    log(task.describe())
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, **task.model_fields()))
 
 
 def _log_ramp(ramp_epochs, gate, steps_per_epoch, log):
@@ -346,7 +326,7 @@ def validate(run, statistics_sample):
         run.steps.statistics.sync()
     val_input = pipeline.eval_dataset(run.record_set, "val", run.config.data)
     labels, probs, _ = inference.predict_dataset(val_input, run.steps.predict)
-    return {**score(run.record_set, labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
+    return {**run.steps.task.score(labels, probs), "spread": float(np.std(probs)) if len(probs) else 0.0}
 
 
 def end_of_epoch(run, position, history, totals, val, seconds):
@@ -411,13 +391,6 @@ def _epoch_totals(saved):
     return np.array(saved, dtype=np.float64)
 
 
-def score(record_set, labels, probs):
-    """Validation and test scores: binary metrics, or a multi-label set's (macro AUC as `auc`)."""
-    if record_set.findings:
-        return multilabel.scores(labels, probs, record_set.findings)
-    return metrics.binary_metrics(labels, probs)
-
-
 def ramp_start_epoch(history, gate):
     """The epochs completed when a gated augmentation ramp starts: the first epoch (1-based) whose
     val AUC reached `gate`, or None.  A pure function of the history, so a resumed run restores it."""
@@ -476,6 +449,7 @@ def weights_fingerprint(model):
 
 
 def _finish(config, model, record_set, history, out, predict_fn, log):
+    task = task_lib.for_record_set(record_set)
     best = os.path.join(out.path, BEST_WEIGHTS)
     if os.path.isfile(best):
         model.load_weights(best)
@@ -492,12 +466,12 @@ def _finish(config, model, record_set, history, out, predict_fn, log):
         summary["model"] = path
     if record_set.files.get("test"):
         labels, probs, _ = inference.predict_dataset(pipeline.eval_dataset(record_set, "test", config.data), predict_fn)
-        summary["test"] = score(record_set, labels, probs)
+        summary["test"] = task.score(labels, probs)
         log("test: " + ", ".join(f"{k} {summary['test'][k]:.4f}" for k in ("loss", "accuracy", "auc", "precision",
                                                                         "recall", "f1") if summary["test"][k] is not None))
     if out.chief and config.export_dir:
-        summary["export"] = savedmodel.export(model, config.export_dir, inputs=config.inputs(), command="train",
-                                              findings=config.model.findings, classes=config.model.classes)
+        summary["export"] = savedmodel.export(model, config.export_dir, task=task, inputs=config.inputs(),
+                                              command="train")
         log(f"SavedModel for serving in {summary['export']}")
     if out.chief:
         atomic.write_json(os.path.join(config.model_dir, "summary.json"), summary)

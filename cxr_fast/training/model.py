@@ -18,6 +18,7 @@ import warnings
 import keras
 
 from cxr_fast.errors import InputError
+from cxr_fast.tasks import task as task_lib
 
 # From docs/reference.md (Keras 2, EfficientNetB2 at 128x128x3).
 REFERENCE_PARAMS = {
@@ -114,8 +115,8 @@ def build_model(config):
     x = keras.layers.Dropout(config.head_dropout[0], name="dropout_03")(x)
     x = keras.layers.Dense(64, activation="relu", name="dense_64")(x)
     x = keras.layers.Dropout(config.head_dropout[1], name="dropout_02")(x)
-    outputs = keras.layers.Dense(len(config.findings) or 1, activation="sigmoid", dtype="float32",
-                                 name="findings" if config.findings else "pneumonia")(x)
+    task = task_lib.create(config.findings, config.classes)
+    outputs = keras.layers.Dense(task.outputs, activation="sigmoid", dtype="float32", name=task.head_name)(x)
     return keras.Model(inputs, outputs, name=f"cxr_efficientnet{config.backbone.lower()}"), backbone
 
 

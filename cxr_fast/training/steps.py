@@ -4,8 +4,8 @@ built in a strategy's scope.
 Used by the trainer, the train-step benchmarks and the tests, so that all of them run the same
 step.  Per replica: seed this replica's random streams -> augmentation in float32 on the
 replica's device (not XLA-compatible, so outside the compiled function) -> cast to the compute
-dtype -> forward/backward under `jit_compile` when the device gains from XLA, loss weighted per
-class and averaged over the GLOBAL batch (so summing replicas' gradients gives the one-device
+dtype -> forward/backward under `jit_compile` when the device gains from XLA, the task's
+class-weighted loss (`cxr_fast.tasks.task`) averaged over the GLOBAL batch (so summing replicas' gradients gives the one-device
 update) and scaled for float16 -> optimizer update (cross-replica sum).
 
 Randomness: every draw of a step is a function of (seed, step, replica).  The replica id is
@@ -32,6 +32,7 @@ import tensorflow as tf
 from cxr_fast.distributed.strategy import Gather
 from cxr_fast.training import augment, optimizers
 from cxr_fast.training import model as model_lib
+from cxr_fast.tasks import task as task_lib
 from cxr_fast.training.statistics import BatchNormStatistics
 
 def seed_generators(model):
@@ -63,9 +64,9 @@ class Steps:
                                      aggregation=tf.VariableAggregation.SUM)
             self.statistics = BatchNormStatistics(strategy, self.model, self.compute_dtype)
         self.gather = Gather(strategy)
-        # binary: [weight of class 0, of class 1]; multi-label: [findings, 2] (negative, positive) per finding
+        # the task's class weights: [class 0, class 1], or [findings, 2] (negative, positive) per finding
+        self.task = task_lib.create(config.model.findings, config.model.classes)
         self.weight_table = tf.constant(class_weights, tf.float32)
-        self.multilabel = bool(config.model.findings)
         self._generators = seed_generators(self.model)
         # XLA compiles a function of its own; without XLA the forward/backward is traced inline into
         # the replica function (a nested tf.function cannot hold synchronized BatchNorm's all-reduce).
@@ -96,23 +97,12 @@ class Steps:
     def _forward_backward(self, images, labels):
         with tf.GradientTape() as tape:
             probs = self.model(images, training=True)
-            weighted = self._weighted_losses(labels, probs)
+            weighted = self.task.weighted_losses(labels, probs, self.weight_table)
             loss = tf.nn.compute_average_loss(tf.reduce_sum(tf.reshape(weighted, [tf.shape(probs)[0], -1]), 1)
                                               / tf.cast(tf.shape(probs)[1], tf.float32),
                                               global_batch_size=self.global_batch)
             scaled = self.optimizer.scale_loss(loss)
         return tape.gradient(scaled, self.model.trainable_variables), weighted, probs
-
-    def _weighted_losses(self, labels, probs):
-        """Class-weighted cross-entropy per label: [B] (binary) or [B, findings] with ignored labels 0."""
-        if not self.multilabel:
-            per_example = keras.losses.binary_crossentropy(labels[:, None], probs)
-            return per_example * tf.gather(self.weight_table, tf.cast(labels, tf.int32))
-        known = labels >= 0
-        targets = tf.where(known, labels, 0.0)
-        per_label = keras.losses.binary_crossentropy(targets[..., None], probs[..., None])
-        weights = tf.where(targets > 0.5, self.weight_table[:, 1], self.weight_table[:, 0])
-        return per_label * weights * tf.cast(known, tf.float32)
 
     def replica_step(self, images, labels, step):
         """One step on one replica; adds [weighted loss sum, correct, labels scored, images] to the loop's
@@ -146,7 +136,7 @@ class Steps:
     # ---- evaluation
     def _predict_on_replica(self, images):
         probs = self.model(tf.cast(images, self.compute_dtype), training=False)
-        return probs if self.multilabel else tf.reshape(probs, [-1])
+        return self.task.predictions(probs)
 
     def _predict_distributed(self, per_replica_images):
         probs = self.strategy.run(self._predict_on_replica, (per_replica_images,))

@@ -61,8 +61,8 @@ def test_nih_finding_labels_split_on_bars_and_no_finding_is_all_zero(tmp_path):
     rows = list(csv.DictReader(open(labels)))
     config = ConvertConfig(data_dir=str(tmp_path / "nih"), output_dir=str(tmp_path / "out"), labels=labels,
                            format="nih")
-    classes, images, skipped, multilabel = labelfiles.read(config)
-    assert multilabel and classes == labelfiles.NIH_FINDINGS
+    classes, images, skipped, findings = labelfiles.read(config)
+    assert findings == classes == labelfiles.NIH_FINDINGS
     by_name = {os.path.basename(im.path): im for im in images}
     for row in rows[:-1]:
         image = by_name[row["Image Index"]]

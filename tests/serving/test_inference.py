@@ -12,6 +12,9 @@ from PIL import Image
 from cli import run
 from cxr_fast.data import imaging
 from cxr_fast.serving import gradcam, inference
+from cxr_fast.tasks import task as task_lib
+
+BINARY = task_lib.create((), ("NORMAL", "PNEUMONIA"))
 
 pytestmark = pytest.mark.heavy(50)  # ~seconds here; scheduled first (tests/conftest.py)
 
@@ -29,15 +32,15 @@ def files(synthetic_dir, tmp_path_factory):
 def test_classify_scores_good_files_and_reports_bad_ones(tiny_model_dir, files):
     good, corrupt, text = files
     model, threshold = inference.load(tiny_model_dir)
-    results = inference.classify(model, threshold, [good[0], corrupt, text, good[1]])
+    results = inference.classify(model, threshold, [good[0], corrupt, text, good[1]], inference.task_of(tiny_model_dir))
     assert [("error" in r) for r in results] == [False, True, True, False]
     assert results[1]["error"].startswith("truncated") and results[2]["error"].startswith("unreadable")
     assert 0 <= results[0]["probability"] <= 1 and results[0]["label"] in ("NORMAL", "PNEUMONIA")
     expected = model.predict_on_batch(imaging.load_gray(open(good[0], "rb").read(), 32)[None, ..., None])
     assert results[0]["probability"] == pytest.approx(float(expected.ravel()[0]), abs=1e-6)
     # Class names come from the training folder's config.json (the record set's), Kermany's without one.
-    assert inference.classes_of(tiny_model_dir) == ("NORMAL", "PNEUMONIA")
-    assert inference.classes_of(good[0]) == ("NORMAL", "PNEUMONIA") and inference.findings_of(good[0]) == ()
+    assert inference.task_of(tiny_model_dir).classes == ("NORMAL", "PNEUMONIA")
+    assert inference.task_of(good[0]).classes == ("NORMAL", "PNEUMONIA") and inference.task_of(good[0]).findings == ()
 
 
 def test_files_are_read_a_batch_at_a_time(tiny_model_dir, files, tmp_path):
@@ -49,7 +52,8 @@ def test_files_are_read_a_batch_at_a_time(tiny_model_dir, files, tmp_path):
         copies.append(tmp_path / f"film{index}.jpeg")
         copies[-1].write_bytes(open(good[index % len(good)], "rb").read())
     model, threshold = inference.load(tiny_model_dir)
-    results = inference.stream(model, threshold, [str(c) for c in copies], batch_size=2)
+    results = inference.stream(model, threshold, [str(c) for c in copies], inference.task_of(tiny_model_dir),
+                               batch_size=2)
     first = [next(results), next(results)]
     for later in copies[2:]:
         later.unlink()
@@ -60,7 +64,7 @@ def test_files_are_read_a_batch_at_a_time(tiny_model_dir, files, tmp_path):
 
 def test_oversized_image_is_refused(tiny_model_dir, files):
     model, threshold = inference.load(tiny_model_dir)
-    result = inference.classify(model, threshold, [files[0][0]], max_pixels=100)[0]
+    result = inference.classify(model, threshold, [files[0][0]], inference.task_of(tiny_model_dir), max_pixels=100)[0]
     assert result["error"].startswith("too_large")
 
 
@@ -88,7 +92,7 @@ def test_gradcam_per_finding_of_a_multilabel_model(files, tmp_path):
     assert all(m.shape == (3, 96, 96) for m in maps) and not np.allclose(maps[0], maps[1], atol=1e-3)
     probs = model.predict_on_batch(batch)
     thresholds = [float(probs[:, 0].min()), 2.0, float(probs[:, 2].max())]  # all, none, the top image only
-    results = inference.classify(model, thresholds, files[0], gradcam_dir=str(tmp_path), findings=findings)
+    results = inference.classify(model, thresholds, files[0], task_lib.create(findings), gradcam_dir=str(tmp_path))
     top = int(np.argmax(probs[:, 2]))
     for i, result in enumerate(results):
         expected = ["Effusion"] + (["Nodule"] if i == top else [])
@@ -126,6 +130,6 @@ def test_training_export_matches_keras(tiny_model_dir, files):
     np.testing.assert_allclose(out["probability"].numpy(), expected.ravel(), atol=1e-5)
     assert out["error"].numpy().tolist() == [b""] * 3
     full = served(images=tf.constant([open(p, "rb").read() for p in good]))  # full-size JPEGs: resize filters differ
-    keras_full = [r["probability"] for r in inference.classify(model, threshold, good)]
+    keras_full = [r["probability"] for r in inference.classify(model, threshold, good, BINARY)]
     np.testing.assert_allclose(full["probability"].numpy(), keras_full, atol=0.02)
     assert set(full["class"].numpy().tolist()) <= {b"NORMAL", b"PNEUMONIA"}

@@ -17,6 +17,7 @@ from cli import run
 from cxr_fast.data import imaging
 from cxr_fast.errors import InputError
 from cxr_fast.serving import inference, savedmodel
+from cxr_fast.tasks import task as task_lib
 from hostile import cmyk_jpeg, jpeg, jpeg_declaring, jpeg_fake_frame, png16, png_bomb, progressive_jpeg
 
 pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
@@ -169,10 +170,10 @@ def test_multilabel_export_answers_per_finding_and_refuses_per_image(multilabel_
     model, threshold = inference.load(str(folder))
     assert threshold == np.median(expected, axis=0).tolist()
     with pytest.raises(InputError, match="2 finding names"):
-        savedmodel.export(model, str(tmp_path / "wrong"), findings=FINDINGS[:2])
+        savedmodel.export(model, str(tmp_path / "wrong"), task=task_lib.create(FINDINGS[:2]))
     with pytest.raises(InputError, match="3 thresholds for a model of 1 outputs"):
         savedmodel.export(inference.load(model_file)[0], str(tmp_path / "wrong"), threshold)  # a binary model
-    loaded = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "ml"), threshold, findings=FINDINGS))
+    loaded = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "ml"), threshold, task=task_lib.create(FINDINGS)))
     assert [n.decode() for n in loaded.finding_names.numpy()] == list(FINDINGS)
     out = loaded.signatures["serving_default"](images=tf.constant(films[:2] + [b"not an image"] + films[2:]))
     assert set(out) == {"probabilities", "labels", "findings", "error"}

@@ -10,7 +10,6 @@ import pytest
 
 from conftest import convert, make_synthetic
 from cxr_fast.config import DataConfig, ModelConfig, TrainConfig
-from cxr_fast.data import recordset
 from cxr_fast.training import loop
 
 pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
@@ -46,15 +45,6 @@ def trained(easy_records, tmp_path_factory):
 @pytest.fixture(scope="module")
 def without_precise_statistics(easy_records, tmp_path_factory):
     return _train(easy_records, tmp_path_factory.mktemp("lagging") / "model", precise_bn_batches=0)
-
-
-def test_class_weights_are_sklearn_balanced(easy_records):
-    record_set = recordset.open_record_set(easy_records)
-    normal, pneumonia = record_set.class_counts("train")
-    total = normal + pneumonia
-    weights = loop.class_weights(record_set, "balanced")
-    np.testing.assert_allclose(weights, [total / (2 * normal), total / (2 * pneumonia)])
-    assert loop.class_weights(record_set, "none") == [1.0, 1.0]
 
 
 def test_learns_the_synthetic_sign(trained):

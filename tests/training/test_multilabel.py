@@ -1,5 +1,6 @@
-"""Label-file sets end to end on generated data (convert -> train -> evaluate -> predict), and the
-multi-label loss: one sigmoid per finding, ignored labels masked out, class weights per finding."""
+"""Label-file sets end to end on generated data (convert -> train -> evaluate -> predict -> serve);
+a multi-label head learns; a multi-label run resumes exactly.  The task's loss, class weights and
+metrics on their own: tests/tasks."""
 import json
 import os
 
@@ -11,10 +12,9 @@ from conftest import LABEL_OPTIONS, convert, make_labelled
 
 from cxr_fast.config import DataConfig, EvalConfig, ModelConfig, TrainConfig
 from cxr_fast.data import imaging, recordset
-from cxr_fast.evaluation import multilabel, scoring
+from cxr_fast.evaluation import scoring
 from cxr_fast.serving import inference, savedmodel
 from cxr_fast.training import loop
-from cxr_fast.training.steps import Steps
 
 pytestmark = pytest.mark.heavy(100)  # ~seconds here; scheduled first (tests/conftest.py)
 
@@ -57,9 +57,9 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
     film = os.path.join(os.path.dirname(labels), recordset.load_manifest(records)["skipped"][0]["file"])
     films = [os.path.join(manifest["settings"]["data_dir"], line.split(",")[0])
              for line in open(os.path.join(records, recordset.SPLITS_CSV)).read().splitlines()[1:3]]
-    classes = inference.classes_of(str(tmp_path / "model"))
-    results = inference.classify(model, threshold, films + [film], findings=inference.findings_of(str(tmp_path / "model")),
-                                 classes=classes)
+    task = inference.task_of(str(tmp_path / "model"))
+    classes = task.classes
+    results = inference.classify(model, threshold, films + [film], task)
     assert "error" in results[-1]  # the skipped (missing or undecodable) file is an error line, the rest scored
     for result in results[:-1]:
         if findings:
@@ -69,78 +69,17 @@ def test_label_file_set_converts_trains_evaluates_and_predicts(labelled_records,
             assert 0 <= result["probability"] <= 1
     if format == "rsna":  # served under RSNA's names too (as PNG: the signature takes JPEG or PNG, not DICOM)
         pngs = [imaging.encode(imaging.load_gray(open(f, "rb").read(), 32), "png") for f in films]
-        served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, classes=classes))
+        served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, task=task))
         out = served.signatures["serving_default"](images=tf.constant(pngs))
         assert [c.decode() for c in out["class"].numpy()] == [r["label"] for r in results[:-1]]
     if format == "nih":  # the trained multi-label model served as TF Serving would: predict's answers
-        served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, findings=findings))
+        served = tf.saved_model.load(savedmodel.export(model, str(tmp_path / "export"), threshold, task=task))
         out = served.signatures["serving_default"](images=tf.constant([open(f, "rb").read() for f in films]))
         assert [e.decode() for e in out["error"].numpy()] == ["", ""]
         for row, labels_row, result in zip(out["probabilities"].numpy(), out["labels"].numpy(), results):
             np.testing.assert_allclose(row, [result["probabilities"][n] for n in findings], atol=0.01)  # resize filter
             np.testing.assert_array_equal(labels_row, (row >= np.array(threshold)).astype(int))  # each its own
             assert result["findings"] == [n for n, t in zip(findings, threshold) if result["probabilities"][n] >= t]
-
-
-def _multilabel_steps(class_weights):
-    config = TrainConfig(model_dir="unused", data=DataConfig(data_dir="unused", image_size=32, global_batch_size=4),
-                         model=ModelConfig(backbone="tiny", image_size=32, weights="none", findings=("a", "b", "c")))
-    return Steps(config, tf.distribute.OneDeviceStrategy("/cpu:0"), class_weights)
-
-
-def test_ignored_labels_are_masked_and_weights_are_per_finding():
-    steps = _multilabel_steps([[1.0, 1.0], [1.0, 4.0], [1.0, 1.0]])
-    probs = tf.constant([[0.9, 0.2, 0.5], [0.1, 0.7, 0.5]])
-    labels = tf.constant([[1.0, 1.0, -1.0], [0.0, -1.0, 1.0]])
-    losses = steps._weighted_losses(labels, probs).numpy()
-    assert losses[0, 2] == 0 and losses[1, 1] == 0  # ignored: no loss, no gradient
-    assert losses[0, 1] == pytest.approx(-4 * np.log(0.2), rel=1e-5)  # finding b's positives weigh 4
-    assert losses[1, 2] == pytest.approx(-np.log(0.5), rel=1e-5)
-    outputs = tf.Variable(probs)
-    with tf.GradientTape() as tape:
-        total = tf.reduce_sum(steps._weighted_losses(labels, outputs))
-    gradient = tape.gradient(total, outputs).numpy()
-    assert gradient[0, 2] == 0 and gradient[1, 1] == 0  # ignored labels pull no output anywhere
-    assert gradient[0, 0] < 0 and gradient[1, 0] > 0 and abs(gradient[0, 1]) > 3 * abs(gradient[0, 0])
-
-
-def test_class_weights_per_finding_follow_sklearns_formula(labelled_records):
-    _, records, manifest = labelled_records("chexpert")
-    record_set = recordset.open_record_set(records)
-    weights = loop.class_weights(record_set, "balanced")
-    for (positive, negative), (w_negative, w_positive) in zip(record_set.finding_counts("train"), weights):
-        if positive and negative:
-            assert w_positive == pytest.approx((positive + negative) / (2 * positive))
-            assert w_negative == pytest.approx((positive + negative) / (2 * negative))
-        else:
-            assert (w_negative, w_positive) == (1.0, 1.0)
-    assert loop.class_weights(record_set, "none") == [[1.0, 1.0]] * len(manifest["findings"])
-
-
-def test_multilabel_scores_leave_ignored_labels_out_and_bootstrap_patients():
-    labels = np.array([[1, 0], [0, -1], [1, 1], [0, 0]])
-    probs = np.array([[0.9, 0.2], [0.1, 0.99], [0.8, 0.7], [0.3, 0.1]])
-    result = multilabel.scores(labels, probs, ("a", "b"))
-    assert result["per_finding"]["a"]["auc"] == 1.0 and result["per_finding"]["b"]["count"] == 3
-    assert result["per_finding"]["b"]["auc"] == 1.0  # the ignored 0.99 would have made it 0.5
-    assert result["auc"] == 1.0 and result["labels_scored"] == 7
-    full = multilabel.evaluate(labels, probs, ["p1", "p1", "p2", "p3"], ("a", "b"), bootstrap_samples=50)
-    assert full["patients"] == 3 and full["per_finding"]["a"]["auc_ci"]["samples"] > 0
-
-
-def test_thresholds_per_finding_are_chosen_on_val_without_ignored_labels():
-    labels = np.array([[1, 0], [0, -1], [1, 1], [0, 0], [1, 1]])
-    probs = np.array([[0.6, 0.2], [0.1, 0.99], [0.7, 0.4], [0.3, 0.1], [0.65, 0.35]])
-    chosen = multilabel.choose_thresholds(labels, probs)
-    assert chosen == [0.6, 0.35]  # each finding's own Youden point; the ignored 0.99 plays no part
-    assert multilabel.choose_thresholds(np.array([[1], [1]]), np.array([[0.2], [0.9]])) == [0.5]  # one class: 0.5
-    result = multilabel.scores(labels, probs, ("a", "b"), chosen)
-    assert result["threshold"] == [0.6, 0.35]
-    a, b = result["per_finding"]["a"], result["per_finding"]["b"]
-    assert (a["threshold"], a["precision"], a["recall"]) == (0.6, 1.0, 1.0)
-    assert (b["threshold"], b["precision"], b["recall"]) == (0.35, 1.0, 1.0)
-    at_half = multilabel.scores(labels, probs, ("a", "b"))["per_finding"]["b"]  # one number for all: 0.5
-    assert at_half["threshold"] == 0.5 and at_half["recall"] == 0.0 and at_half["precision"] is None
 
 
 def test_multilabel_head_learns_the_finding_that_shows(tmp_path):

@@ -1,4 +1,4 @@
-"""Metrics of a multi-label set (one sigmoid per finding), as pure functions of numpy arrays.
+"""Metrics of one sigmoid per finding (a multi-label set), as pure functions of numpy arrays.
 
 Labels are [N, findings] of 1, 0 or -1; -1 (an ignored uncertain label, CheXpert's U-Ignore)
 is left out of every number for that finding.  Per finding: ROC AUC and average precision
@@ -9,7 +9,7 @@ scored label pooled).  Confidence intervals resample PATIENTS, as the binary rep
 import numpy as np
 from sklearn import metrics as skm
 
-from cxr_fast.evaluation import metrics
+from cxr_fast.tasks import binary_metrics
 
 # CheXNet (Rajpurkar et al. 2017, arXiv:1711.05225v3, Table 2): DenseNet-121 from ImageNet weights
 # at 224 px on its own patient split of ChestX-ray14; an anchor for per-finding AUCs, not a like-for-like
@@ -27,20 +27,20 @@ def _both(labels):
 def masked_cross_entropy(labels, probs):
     """Mean binary cross-entropy over the labels that are not ignored."""
     keep = labels >= 0
-    p = np.clip(probs[keep], metrics.EPSILON, 1 - metrics.EPSILON)
+    p = np.clip(probs[keep], binary_metrics.EPSILON, 1 - binary_metrics.EPSILON)
     y = labels[keep]
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if y.size else None
 
 
 def choose_thresholds(labels, probs, target_recall=None):
-    """One threshold per finding, chosen on validation predictions as `metrics.choose_threshold`
+    """One threshold per finding, chosen on validation predictions as `binary_metrics.choose_threshold`
     does for a binary set (ignored labels left out); 0.5 for a finding without both classes."""
     labels, probs = np.asarray(labels), np.asarray(probs, np.float64)
     chosen = []
     for k in range(labels.shape[1]):
         keep = labels[:, k] >= 0
         y = labels[keep, k].astype(int)
-        chosen.append(metrics.choose_threshold(y, probs[keep, k], target_recall) if _both(y) else 0.5)
+        chosen.append(binary_metrics.choose_threshold(y, probs[keep, k], target_recall) if _both(y) else 0.5)
     return chosen
 
 

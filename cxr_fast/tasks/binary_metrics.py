@@ -1,4 +1,5 @@
-"""Metrics as pure functions of (labels, probabilities[, patients]): numpy and scikit-learn only.
+"""Metrics of a binary output (one sigmoid), as pure functions of (labels, probabilities[,
+patients]): numpy and scikit-learn only.
 
 One implementation serves validation during training, the final test score and the evaluation
 report, so the numbers in history.json, metrics.json and report.md always agree.

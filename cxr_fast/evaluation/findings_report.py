@@ -1,0 +1,87 @@
+"""The report of a multi-label model (NIH, CheXpert, MIMIC, a CSV of findings): per finding AUC
+and average precision with patient-bootstrap CIs, published AUCs where they exist, the ROC grid.
+
+    eval_{split}/ roc_grid.png training_curves.png report.md report.html
+Written by `cxr_fast.evaluation.scoring.evaluate` for a record set whose task is multi-label;
+predictions.csv and metrics.json come from the task (`cxr_fast.tasks.task.FindingsTask`).
+"""
+import os
+
+from cxr_fast.evaluation import plots, report
+from cxr_fast.tasks import finding_metrics
+
+ANCHORS = {"nih": (finding_metrics.CHEXNET_AUC, "CheXNet (Rajpurkar et al. 2017, Table 2), DenseNet-121 at 224 px "
+                                                "from ImageNet weights on ChestX-ray14")}
+
+
+def needs_images(config):
+    return False
+
+
+def _anchor(record_set):
+    return ANCHORS.get(record_set.manifest["settings"].get("format"), (None, None))
+
+
+def anchors(record_set):
+    """Published AUCs per finding for the record set's format (metrics.json's `published_auc`), or None."""
+    return _anchor(record_set)[0]
+
+
+def headline(result):
+    return (f"macro AUC {report.fmt(result['auc'])}, micro AUC {report.fmt(result['micro_auc'])}, "
+            f"macro AP {report.fmt(result['average_precision'])} over {len(result['per_finding'])} findings")
+
+
+def write(folder, config, record_set, result, scored):
+    """The ROC grid, training curves and report.md / report.html into `folder`; `scored`: (labels,
+    probs, files, images)."""
+    labels, probs = scored[0], scored[1]
+    names = tuple(result["per_finding"])
+    figures = [(plots.roc_grid(labels, probs, names, result["per_finding"], os.path.join(folder, "roc_grid.png")),
+                "ROC per finding")]
+    figures += plots.history_figure(config.model_dir, folder)
+    anchor_source = _anchor(record_set)[1]
+    report.write(_blocks(config, record_set, result, figures, anchor_source), folder,
+                 f"cxr_fast evaluation: {config.split}")
+
+
+def _thresholds(result):
+    choice = result["threshold_choice"]
+    if isinstance(result["threshold"], list):
+        return f"thresholds per finding ({choice['method']} on {choice['chosen_on']}; table)"
+    return f"threshold {result['threshold']:.2f}"
+
+
+def _interval(ci):
+    return f"{report.fmt(ci['low'])}-{report.fmt(ci['high'])}" if ci else "n/a"
+
+
+def _blocks(config, record_set, result, figures, anchor_source):
+    settings = record_set.manifest["settings"]
+    ci = result["confidence_intervals"] or {}
+    blocks = [("h1", f"cxr_fast evaluation: {config.split} split, {len(result['per_finding'])} findings"),
+              ("p", f"Model: {config.model_dir}. Records: {config.data_dir} ({settings.get('format')} label file, "
+                    f"uncertain labels: {settings.get('uncertain')}, split: {settings['split']}). "
+                    f"{result['count']} films of {result['patients']} patients, {result['labels_scored']} labels "
+                    f"scored (ignored ones left out)."),
+              ("p", f"Macro AUC {report.fmt(result['auc'])} (95% CI {_interval(ci.get('auc'))}), micro AUC "
+                    f"{report.fmt(result['micro_auc'])} ({_interval(ci.get('micro_auc'))}), macro average precision "
+                    f"{report.fmt(result['average_precision'])}; at {_thresholds(result)}: micro "
+                    f"precision {report.fmt(result['precision'])}, recall {report.fmt(result['recall'])}. "
+                    "Intervals resample patients.")]
+    header = ["finding", "positives / scored", "AUC", "95% CI", "average precision", "95% CI", "threshold",
+              "precision", "recall"]
+    if anchor_source:
+        header.append("published AUC")
+    rows = []
+    for name, f in result["per_finding"].items():
+        row = [name, f"{f['positives']} / {f['count']}", f["auc"], _interval(f["auc_ci"]), f["average_precision"],
+               _interval(f["average_precision_ci"]), f["threshold"], f["precision"], f["recall"]]
+        rows.append(row + ([f.get("published_auc")] if anchor_source else []))
+    blocks += [("h2", "Per finding"), ("table", header, rows)]
+    if anchor_source:
+        blocks.append(("p", f"Published AUCs: {anchor_source}; a different model, size and split, shown as a "
+                            "scale, not a like-for-like comparison."))
+    blocks.append(("h2", "Figures"))
+    blocks += [("img", path, caption) for path, caption in figures]
+    return blocks
