@@ -200,9 +200,12 @@ class DataConfig:
     decode_batch: int = 256  # records parsed and decoded per vectorized call
     data_service: str = ""  # grpc://HOST:PORT of a tf.data service dispatcher: decode there, not here
     service_job: str = "cxr_fast"  # the job all trainers of one run share (the trainer names it per run)
+    findings: tuple = ()  # train on these aligned findings only; (): the union of the sets' findings
+    mix: str = "proportional"  # several sets (data_dir a,b,...): proportional | equal | W1,W2,...
 
     def validate(self):
         check_range("--image_size", self.image_size, 8, MAX_IMAGE_SIZE, " pixels")
+        self._validate_mix()
         check_range("--seed", self.seed, 0, MAX_SEED)
         if self.global_batch_size < 1:
             raise InputError(f"--batch_size={self.global_batch_size} must be at least 1")
@@ -216,6 +219,18 @@ class DataConfig:
         if self.data_service:
             check_service_address(self.data_service, "--data_service")
         return self
+
+    def _validate_mix(self):
+        if self.mix in ("proportional", "equal"):
+            return
+        weights = parse_floats(self.mix.split(","), "--mix", "proportional, equal or 3,1")
+        if not all(math.isfinite(w) and w > 0 for w in weights):
+            raise InputError(f"--mix={self.mix}: weights must be numbers above 0, one per record set")
+
+    @property
+    def data_dirs(self):
+        """The record sets of --data_dir (one, or several joined by commas)."""
+        return tuple(d for d in self.data_dir.split(",") if d)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,14 +12,15 @@ from absl import flags
 
 from cxr_fast import atomic, entry
 from cxr_fast import config as config_lib
-from cxr_fast.data import recordset
+from cxr_fast.data import mixture
 
 # Defaults are the config's (one place): a flag only names and explains its field.
 _DATA, _MODEL, _AUGMENT, _TRAIN = (config_lib.DataConfig, config_lib.ModelConfig, config_lib.AugmentConfig,
                                    config_lib.TrainConfig)
 
 # Data
-flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords.")
+flags.DEFINE_string("data_dir", None, "Record set written by tools.make_tfrecords; several joined by commas train "
+                    "together, their findings aligned (docs/data-sets.md).")
 flags.DEFINE_string("model_dir", None, "Outputs: checkpoints, history, model.keras, summary.json.")
 flags.DEFINE_integer("image_size", _DATA.image_size, "Model input size; records of another stored size are resized.")
 flags.DEFINE_integer("batch_size", _DATA.global_batch_size, "Global batch size (split across replicas).")
@@ -29,6 +30,10 @@ flags.DEFINE_integer("shuffle_buffer", _DATA.shuffle_buffer, "Records in the shu
                      "from disk; a cached split is fully permuted every epoch.")
 flags.DEFINE_string("data_service", _DATA.data_service, "grpc://HOST:PORT of a tf.data service dispatcher "
                     "(tools.data_service): read and decode the training split there; evaluation still reads locally.")
+flags.DEFINE_list("findings", list(_DATA.findings), "Train on these findings only (aligned names or a set's own); "
+                  "default: every finding the record sets label.")
+flags.DEFINE_string("mix", _DATA.mix, "How several record sets are drawn: proportional (each film once per epoch), "
+                    "equal, or one weight per set (e.g. 3,1).")
 flags.DEFINE_bool("verify_records", _DATA.verify, "Check every shard's sha256 and record count against the manifest "
                   "before training.")
 # Model
@@ -106,7 +111,7 @@ def config_from_flags():
     data = config_lib.DataConfig(
         data_dir=FLAGS.data_dir, image_size=FLAGS.image_size, global_batch_size=FLAGS.batch_size, cache=FLAGS.cache,
         cache_budget_mb=FLAGS.cache_budget_mb, shuffle_buffer=FLAGS.shuffle_buffer, seed=FLAGS.seed,
-        verify=FLAGS.verify_records, data_service=FLAGS.data_service)
+        verify=FLAGS.verify_records, data_service=FLAGS.data_service, findings=tuple(FLAGS.findings), mix=FLAGS.mix)
     model = config_lib.ModelConfig(
         backbone=FLAGS.backbone, image_size=FLAGS.image_size, weights=FLAGS.weights,
         freeze_layers=FLAGS.freeze_layers, freeze_fraction=FLAGS.freeze_fraction, bn_momentum=FLAGS.bn_momentum,
@@ -137,7 +142,8 @@ def resolved_flags():
 
 def main(argv):
     config = config_from_flags()
-    recordset.open_record_set(config.data.data_dir).check_batch_size(config.data.global_batch_size)
+    mixture.open_records(config.data.data_dir, findings=config.data.findings,
+                         mix=config.data.mix).check_batch_size(config.data.global_batch_size)
     if config.export_dir:  # an earlier export of this command is replaced; anything else is refused
         atomic.check_output_dir(config.export_dir, False, "--export_dir", "train", config.inputs())
     # after validation: bad flags and a bad --data_dir fail before TensorFlow loads

@@ -18,6 +18,7 @@ input pipeline reads a disjoint subset of the shard files and batches per replic
 """
 import contextlib
 import dataclasses
+import functools
 import re
 
 import tensorflow as tf
@@ -125,46 +126,62 @@ def _record_epochs(files, records, config, batch, steps):
     on raw records).
     Batching is serial so that nothing reads ahead past the epoch's last batch.
     """
-    def one_pass(seed):
-        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE)
-        return ds.shuffle(max(config.shuffle_buffer, 1), seed=seed)
-
-    passes_needed = -(-steps * batch // records) + 1
-
     def epoch(seed):
-        passes = tf.data.Dataset.range(passes_needed).map(lambda number: _hash(seed, number))
-        return passes.flat_map(one_pass).batch(batch, drop_remainder=True).take(steps)
+        return _passes(files, records, config, seed, steps * batch).batch(batch, drop_remainder=True).take(steps)
 
     return epoch
 
 
-def _cached_epochs(files, records, decode, config, batch, steps):
-    """epoch seed -> that epoch's `steps` batches, gathered from the decoded split held in memory.
+def _passes(files, records, config, seed, count):
+    """Serialized records of `files` for `count` draws: passes over the files, each in its own order
+    (files shuffled, then records through the shuffle buffer), as many as `records` need, plus one."""
+    def one_pass(pass_seed):
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=pass_seed)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE)
+        return ds.shuffle(max(config.shuffle_buffer, 1), seed=pass_seed)
 
-    The split is read and decoded once (large vectorized batches) into one tensor; every epoch
-    is a fresh uniform permutation of it (as many as the epoch needs), and each batch is one
-    gather.  A shuffle buffer of single images instead costs tf.data's per-element overhead
-    64 times per batch (measured here: 2.5x fewer images/s on a Kermany-sized set).  Building
-    the tensor (unbatch, then one batch of the whole split) briefly holds the split twice.
-    """
+    passes = tf.data.Dataset.range(-(-count // records) + 1).map(lambda number: _hash(seed, number))
+    return passes.flat_map(one_pass)
+
+
+def _decoded_table(files, records, decode, config):
+    """The records of `files`, decoded once (large vectorized batches) into one (images, labels)
+    element, cached.  Building it (unbatch, then one batch of the whole split) briefly holds the
+    split twice."""
     table = tf.data.Dataset.from_tensor_slices(files).interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE)
-    table = table.batch(config.decode_batch).map(decode, num_parallel_calls=AUTOTUNE).unbatch().batch(records).cache()
-    count = steps * batch
-    permutations = -(-count // records)
+    return table.batch(config.decode_batch).map(decode, num_parallel_calls=AUTOTUNE).unbatch().batch(records)
 
-    def gathered(order, images, labels):
+
+def _permutations(seed, count, records, stream=0):
+    """`count` indices: uniform permutations of `records` one after the other, from (seed, stream)."""
+    passes = -(-count // records)
+    keys = tf.random.stateless_uniform([passes, records], seed=tf.stack([seed, tf.constant(stream, tf.int64)]))
+    return tf.reshape(tf.argsort(keys, axis=1), [-1])[:count]
+
+
+def _cached_epochs(table, records, order, batch, steps):
+    """epoch seed -> that epoch's `steps` batches, gathered from the decoded split held in memory.
+
+    `table` is the cached (images, labels) of `records` rows; `order(seed, count)` gives the rows
+    of an epoch (for one set, fresh uniform permutations of it).  Each batch is one gather.  A
+    shuffle buffer of single images instead costs tf.data's per-element overhead 64 times per
+    batch (measured here: 2.5x fewer images/s on a Kermany-sized set).
+    """
+    table = table.cache()
+    count = steps * batch
+
+    def gathered(rows, images, labels):
         check = tf.debugging.Assert(tf.equal(tf.shape(images)[0], records), [_COUNT_MESSAGE], summarize=1)
         with tf.control_dependencies([check]):
-            return tf.data.Dataset.from_tensor_slices(order).map(
-                lambda rows: (tf.gather(images, rows), tf.gather(labels, rows)), num_parallel_calls=AUTOTUNE)
+            return tf.data.Dataset.from_tensor_slices(rows).map(
+                lambda batch_rows: (tf.gather(images, batch_rows), tf.gather(labels, batch_rows)),
+                num_parallel_calls=AUTOTUNE)
 
     def epoch(seed):
-        keys = tf.random.stateless_uniform([permutations, records], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
-        order = tf.reshape(tf.reshape(tf.argsort(keys, axis=1), [-1])[:count], [steps, batch])
+        rows = tf.reshape(order(seed, count), [steps, batch])
         # files that hold no record give no table, so the stream ends (see `readable_errors`)
-        return table.flat_map(lambda images, labels: gathered(order, images, labels))
+        return table.flat_map(lambda images, labels: gathered(rows, images, labels))
 
     return epoch
 
@@ -187,55 +204,202 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
     do not shard by file here, every pipeline defines the same dataset, and the order is not
     reproducible (README: resume is exact without the service).
     """
-    files = list(_split_files(record_set, "train"))
-    pipelines, index, batch, local = 1, 0, config.global_batch_size, 1
-    if input_context is not None:
-        if not config.data_service:
-            pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if len(files) < pipelines:
-            raise InputError(f"{record_set.root} has {len(files)} train shards for {pipelines} input pipelines; "
-                             f"write it again with tools.make_tfrecords --min_shards={10 * pipelines} (10 per host)")
-        replicas = input_context.num_replicas_in_sync
-        if config.global_batch_size % replicas:
-            raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
-                             f"{replicas} replicas in sync")
-        batch = input_context.get_per_replica_batch_size(config.global_batch_size)
-        local = replicas // input_context.num_input_pipelines  # replicas this pipeline feeds, one batch each per step
-    files = files[index::pipelines]
-    decode = _decoder(record_set, config)
     if config.data_service:
-        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=config.seed)
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
-                           deterministic=False)
-        ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=config.seed).repeat(epochs)  # each epoch a full pass
-        ds = ds.batch(batch, drop_remainder=True).map(decode, num_parallel_calls=AUTOTUNE)
-        ds = _with_channels(ds, config).with_options(_options(config, deterministic=False))
-        # DYNAMIC sharding ("distributed_epoch"): the dispatcher hands shard files to service workers
-        # as they ask, and each element goes to exactly one consumer of the job.
-        return ds.apply(tf.data.experimental.service.distribute(
-            processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service,
-            job_name=config.service_job)).prefetch(AUTOTUNE)
-    # An epoch of this pipeline: one per-replica batch for each of its replicas per global step.
-    steps = local * (steps_per_epoch or max(1, record_set.num_records("train") // config.global_batch_size))
-    cached, records = cache_fits(record_set, config), sum(record_set.records[f] for f in files)
-    if not records:
-        raise InputError(f"{record_set.root}: the train shards of input pipeline {index} hold no records "
-                         "(manifest.json); write the record set again")
-    if cached:
-        epoch = _cached_epochs(files, records, decode, config, batch, steps)
+        return _service_dataset(record_set, config, input_context, epochs)
+    if hasattr(record_set, "sets"):
+        return _mixed_train_dataset(record_set, config, input_context, epochs, start, steps_per_epoch)
+    share = _share(record_set, config, input_context)
+    files = list(_split_files(record_set, "train"))[share.index::share.pipelines]
+    decode = _decoder(record_set, config)
+    steps = _pipeline_steps(record_set, config, share, steps_per_epoch)
+    records = _records_of(record_set, files, share)
+    if cache_fits(record_set, config):
+        table = _decoded_table(files, records, decode, config)
+        epoch = _cached_epochs(table, records, lambda seed, count: _permutations(seed, count, records),
+                               share.batch, steps)
     else:
-        epoch = _record_epochs(files, records, config, batch, steps)
+        epoch = _record_epochs(files, records, config, share.batch, steps)
+    return _epochs(epoch, steps, share, config, start, epochs, None if cache_fits(record_set, config) else decode)
+
+
+def _mixed_train_dataset(mix, config, input_context, epochs, start, steps_per_epoch):
+    """The training stream of a RecordMix (`cxr_fast.data.mixture`): per draw, a set chosen as the
+    mix's weights say (proportional: every set's films exactly once per epoch, in a shuffled
+    interleaving), and from it the next film of that set's own epoch order; labels in the mix's
+    findings (-1 where the set does not label one).  Cached: the sets' decoded tables joined
+    into one and each batch one gather, as for one set; else each set's records decoded in its
+    own stream and the streams chosen from element by element."""
+    share = _share(mix, config, input_context)
+    steps = _pipeline_steps(mix, config, share, steps_per_epoch)
+    parts = [_mix_part(mix, index, config, share) for index in range(len(mix.sets))]
+    counts = [records for _, records, _ in parts]
+    chooser = _Chooser(tuple(counts), mix.weights, mix.proportional)
+    if cache_fits(mix, config):
+        epoch = _cached_epochs(_joined_table(parts, config), sum(counts), chooser.rows, share.batch, steps)
+    else:
+        epoch = functools.partial(_mixed_record_epoch, parts, config, share.batch, steps, chooser)
+    return _epochs(epoch, steps, share, config, start, epochs)
+
+
+def _mix_part(mix, index, config, share):
+    """(this pipeline's train files, their records, the decoder into the mix's findings) of set `index`."""
+    part = mix.sets[index]
+    files = list(_split_files(part, "train"))[share.index::share.pipelines]
+    return files, _records_of(part, files, share), _union_decoder(part, config, mix.columns[index])
+
+
+def _union_decoder(record_set, config, columns, with_metadata=False):
+    """A set's decoder whose labels are placed in a mix's findings: column k is the set's output
+    `columns[k]`, or -1 (not labelled by this set)."""
+    decode = _decoder(record_set, config, with_metadata)
+    outputs = task_lib.for_record_set(record_set).outputs
+
+    def to_union(serialized):
+        images, labels, *rest = decode(serialized)
+        return (images, _to_union(labels, columns, outputs), *rest)
+
+    return to_union
+
+
+def _to_union(labels, columns, outputs):
+    own = tf.reshape(labels, [-1, outputs])
+    picked = tf.constant(columns, tf.int32)
+    return tf.where(picked[None] >= 0, tf.gather(own, tf.maximum(picked, 0), axis=1), -1.0)
+
+
+def _joined_table(parts, config):
+    """The sets' decoded tables as one (images, labels) element, set after set."""
+    tables = tuple(_decoded_table(files, records, decode, config) for files, records, decode in parts)
+    return tf.data.Dataset.zip(tables).map(lambda *pairs: (tf.concat([p[0] for p in pairs], 0),
+                                                           tf.concat([p[1] for p in pairs], 0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chooser:
+    """Which set each draw of an epoch comes from, and which row of the joined table, from the seed."""
+
+    counts: tuple  # this pipeline's training records per set
+    weights: tuple
+    proportional: bool
+
+    def sets(self, seed, count):
+        """[count] set indices: proportional, shuffled passes over each set's records; else drawn by weight."""
+        streams = len(self.counts) + 1  # permutation streams 1..len(counts) are the sets' own orders
+        if self.proportional:
+            pool = tf.repeat(tf.range(len(self.counts)), self.counts)
+            return tf.gather(pool, _permutations(seed, count, sum(self.counts), streams))
+        logits = tf.math.log(tf.constant([self.weights], tf.float32))
+        return tf.random.stateless_categorical(logits, count, tf.stack([seed, tf.constant(streams, tf.int64)]),
+                                               dtype=tf.int32)[0]
+
+    def rows(self, seed, count):
+        """[count] rows of the joined table: set s's k-th draw is its own k-th film in epoch order."""
+        chosen = self.sets(seed, count)
+        rows, offset = tf.zeros([count], tf.int32), 0
+        for index, records in enumerate(self.counts):
+            mine = tf.equal(chosen, index)
+            position = tf.maximum(tf.cumsum(tf.cast(mine, tf.int32)) - 1, 0)
+            own = _permutations(seed, count, records, index + 1)
+            rows = tf.where(mine, offset + tf.gather(own, position), rows)
+            offset += records
+        return rows
+
+
+def _mixed_record_epoch(parts, config, batch, steps, chooser, seed):
+    """One epoch of a mix read from the records: each set's films decoded in its own epoch order,
+    then chosen from draw by draw."""
+    count = steps * batch
+    streams = [_decoded_stream(files, records, decode, config, _hash(seed, 1 << 20 | index), count)
+               for index, (files, records, decode) in enumerate(parts)]
+    chosen = tf.data.Dataset.from_tensor_slices(tf.cast(chooser.sets(seed, count), tf.int64))
+    return tf.data.Dataset.choose_from_datasets(streams, chosen).batch(batch, drop_remainder=True).take(steps)
+
+
+def _decoded_stream(files, records, decode, config, seed, count):
+    ds = _passes(files, records, config, seed, count).batch(config.decode_batch)
+    return ds.map(decode, num_parallel_calls=AUTOTUNE).unbatch()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Share:
+    """One input pipeline's part of the training stream."""
+
+    pipelines: int = 1  # input pipelines (hosts) reading disjoint shard files
+    index: int = 0  # this one
+    batch: int = 0  # per-replica batch
+    local: int = 1  # replicas this pipeline feeds, one batch each per global step
+
+
+def _share(record_set, config, input_context):
+    """This input pipeline's files and batches; every shard set needs a file per pipeline."""
+    if input_context is None:
+        return _Share(batch=config.global_batch_size)
+    pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+    for part in getattr(record_set, "sets", (record_set,)):
+        if len(_split_files(part, "train")) < pipelines:
+            raise InputError(f"{part.root} has {len(_split_files(part, 'train'))} train shards for {pipelines} input "
+                             f"pipelines; write it again with tools.make_tfrecords --min_shards={10 * pipelines} "
+                             "(10 per host)")
+    return _Share(pipelines, index, _per_replica_batch(config, input_context),
+                  input_context.num_replicas_in_sync // pipelines)
+
+
+def _per_replica_batch(config, input_context):
+    if input_context is None:
+        return config.global_batch_size
+    if config.global_batch_size % input_context.num_replicas_in_sync:
+        raise InputError(f"--batch_size={config.global_batch_size} must be a multiple of the "
+                         f"{input_context.num_replicas_in_sync} replicas in sync")
+    return input_context.get_per_replica_batch_size(config.global_batch_size)
+
+
+def _pipeline_steps(record_set, config, share, steps_per_epoch):
+    """Per-replica batches this pipeline yields per epoch: one for each of its replicas per global step."""
+    return share.local * (steps_per_epoch or max(1, record_set.num_records("train") // config.global_batch_size))
+
+
+def _records_of(record_set, files, share):
+    records = sum(record_set.records[f] for f in files)
+    if not records:
+        raise InputError(f"{record_set.root}: the train shards of input pipeline {share.index} hold no records "
+                         "(manifest.json); write the record set again")
+    return records
+
+
+def _epochs(epoch, steps, share, config, start, epochs, decode=None):
+    """Epochs from `start` = (epoch, global step in it): each a function of its own seed, the
+    consumed batches of a resumed epoch skipped, then decoded (`decode`: records not cached)."""
     first, skip = start
     last = tf.int64.max if epochs is None else first + epochs
     # An epoch that ends short (files holding fewer records than the manifest says) is an error, not
     # the start of the next one: endless empty epochs would spin forever.
-    ds = tf.data.Dataset.range(first, last).flat_map(lambda number: epoch(epoch_seed(config.seed, number, index)).apply(
-        tf.data.experimental.assert_cardinality(steps)))
-    ds = ds.skip(skip * local)
-    if not cached:
+    ds = tf.data.Dataset.range(first, last).flat_map(lambda number: epoch(
+        epoch_seed(config.seed, number, share.index)).apply(tf.data.experimental.assert_cardinality(steps)))
+    ds = ds.skip(skip * share.local)
+    if decode is not None:
         ds = ds.map(decode, num_parallel_calls=AUTOTUNE)
     ds = _with_channels(ds, config).with_options(_options(config, deterministic=True))
     return ds.prefetch(AUTOTUNE)
+
+
+def _service_dataset(record_set, config, input_context, epochs):
+    """The training stream through the tf.data service (see `train_dataset`)."""
+    if hasattr(record_set, "sets"):
+        raise InputError("--data_service reads one record set; train on several without it")
+    files = list(_split_files(record_set, "train"))
+    batch = _per_replica_batch(config, input_context)
+    decode = _decoder(record_set, config)
+    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=config.seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
+                       deterministic=False)
+    ds = ds.shuffle(max(config.shuffle_buffer, 1), seed=config.seed).repeat(epochs)  # each epoch a full pass
+    ds = ds.batch(batch, drop_remainder=True).map(decode, num_parallel_calls=AUTOTUNE)
+    ds = _with_channels(ds, config).with_options(_options(config, deterministic=False))
+    # DYNAMIC sharding ("distributed_epoch"): the dispatcher hands shard files to service workers
+    # as they ask, and each element goes to exactly one consumer of the job.
+    return ds.apply(tf.data.experimental.service.distribute(
+        processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=config.data_service,
+        job_name=config.service_job)).prefetch(AUTOTUNE)
 
 
 def eval_dataset(record_set, split, config, with_metadata=False, batch_size=None):
@@ -244,11 +408,31 @@ def eval_dataset(record_set, split, config, with_metadata=False, batch_size=None
     With `with_metadata` each element is (images, labels, {"filename", "patient"}), for
     predictions files and per-patient metrics.
     """
+    if hasattr(record_set, "sets"):
+        return _mixed_eval_dataset(record_set, split, config, with_metadata, batch_size)
+    return _eval_dataset(record_set, split, config, _decoder(record_set, config, with_metadata), batch_size)
+
+
+def _eval_dataset(record_set, split, config, decode, batch_size=None):
     files = _split_files(record_set, split)
-    decode = _decoder(record_set, config, with_metadata)
     ds = tf.data.TFRecordDataset(list(files), buffer_size=1 << 22)
     ds = ds.batch(batch_size or config.global_batch_size).map(decode, num_parallel_calls=AUTOTUNE)
     return _with_channels(ds, config).prefetch(AUTOTUNE).with_options(_options(config, deterministic=True))
+
+
+def _mixed_eval_dataset(mix, split, config, with_metadata, batch_size):
+    """Each set's split in turn, labels in the mix's findings; patients named `{set}/{patient}`."""
+    parts = [_eval_dataset(part, split, config, _union_decoder(part, config, mix.columns[index], with_metadata),
+                           batch_size).map(functools.partial(_namespaced, mix.set_name(index)))
+             for index, part in enumerate(mix.sets)]
+    return functools.reduce(lambda joined, part: joined.concatenate(part), parts)
+
+
+def _namespaced(name, images, labels, *metadata):
+    if not metadata:
+        return images, labels
+    patients = tf.strings.join([name + "/", metadata[0]["patient"]])
+    return images, labels, {**metadata[0], "patient": patients}
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from cxr_fast.data import index as dataset_index
 from cxr_fast.data.index import CLASS_NAMES, SPLITS
 from cxr_fast.errors import InputError
 from cxr_fast.tasks import task as task_lib
+from cxr_fast.tasks import vocabulary
 
 
 def convert(config, log=logging.info):
@@ -60,6 +61,7 @@ class _Labels:
     """The candidate images and their task (`cxr_fast.tasks.task`: binary, or one label per finding)."""
 
     task: object
+    source_findings: tuple  # a multi-label set's own names of its findings (the task's are aligned)
     images: list
     skipped: list
 
@@ -74,7 +76,11 @@ def _find_images(config, log):
                              f"{config.data_dir} ({len(skipped)} skipped, e.g. {example})")
         log(f"{config.format} label file: {len(images)} images of {len({im.patient for im in images})} patients, "
             f"{len(skipped)} rows skipped")
-        return _Labels(task_lib.create(findings, classes), images, skipped)
+        try:
+            names = vocabulary.aligned(findings, f"--labels={config.labels}")
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        return _Labels(task_lib.create(names, classes), findings, images, skipped)
     images, skipped = dataset_index.scan(config.data_dir)
     if not images and not skipped:
         raise InputError(f"--data_dir={config.data_dir} holds no files")
@@ -82,7 +88,7 @@ def _find_images(config, log):
         raise InputError(f"--data_dir={config.data_dir}: no image file below a folder named NORMAL or PNEUMONIA "
                          f"({len(skipped)} other files skipped); see the README for the expected layout")
     log(f"found {len(images)} candidate images, {len(skipped)} other files skipped")
-    return _Labels(task_lib.create((), CLASS_NAMES), images, skipped)
+    return _Labels(task_lib.create((), CLASS_NAMES), (), images, skipped)
 
 
 class _Progress:
@@ -267,6 +273,7 @@ def _manifest(config, labels, written, assignment, shards, skipped, duplicates, 
             "min_shards": config.min_shards, "max_image_pixels": config.max_image_pixels, **source,
         },
         **task.manifest_fields(),
+        "source_findings": list(labels.source_findings),
         "image": {"height": config.image_size or None, "width": config.image_size or None, "channels": 1,
                   "encoding": config.encoding, "fixed_size": bool(config.image_size)},
         "counts": counts,

@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from cxr_fast.errors import InputError
-from cxr_fast.tasks import binary_metrics, finding_metrics
+from cxr_fast.tasks import binary_metrics, finding_metrics, vocabulary
 
 ANY_FINDING = ("NO_FINDING", "ANY_FINDING")  # what a multi-label set counts per film (manifest "classes")
 
@@ -55,6 +55,10 @@ class BinaryTask:
         self.classes = classes
         self.outputs = 1
 
+    def output_names(self):
+        """The aligned finding each output scores (`vocabulary`): the positive class's."""
+        return (vocabulary.align(self.classes[1]),)
+
     # ---- data
     def manifest_fields(self):
         return {"task": self.kind, "classes": list(self.classes), "findings": []}
@@ -85,6 +89,11 @@ class BinaryTask:
 
     def describe(self):
         return f"binary set: {self.classes[1]} against {self.classes[0]}"
+
+    def output_counts(self, record_set, split):
+        """[(positive, negative)] of the one output in a split."""
+        negative, positive = record_set.class_counts(split)
+        return [(positive, negative)]
 
     def class_weights(self, record_set, mode):
         """sklearn's 'balanced' formula on the training split's class counts: [w(negative), w(positive)]."""
@@ -169,6 +178,9 @@ class FindingsTask:
         self.findings = findings
         self.outputs = len(findings)
 
+    def output_names(self):
+        return tuple(vocabulary.align(name) for name in self.findings)
+
     # ---- data
     def manifest_fields(self):
         return {"task": self.kind, "classes": list(self.classes), "findings": list(self.findings)}
@@ -200,6 +212,10 @@ class FindingsTask:
 
     def describe(self):
         return f"multi-label set: {len(self.findings)} findings ({', '.join(self.findings)})"
+
+    def output_counts(self, record_set, split):
+        """[(positive, negative)] per finding in a split, ignored labels left out."""
+        return record_set.finding_counts(split)
 
     def class_weights(self, record_set, mode):
         """[[w(negative), w(positive)]] per finding: the 'balanced' formula over the finding's labels

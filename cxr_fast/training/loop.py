@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from cxr_fast import atomic
 from cxr_fast.config import SMALL_REPLICA_BATCH
-from cxr_fast.data import pipeline, recordset
+from cxr_fast.data import mixture, pipeline
 from cxr_fast.distributed import service as data_service
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.errors import ClusterError, InputError, TrainingError
@@ -165,7 +165,7 @@ def _setup(config, log, flags_text):
     log(f"strategy {type(strategy).__name__} with {strategy.num_replicas_in_sync} replicas, precision {policy}, "
         f"XLA {'on' if jit else 'off'}" + (", op determinism on" if config.deterministic else ""))
     config = _with_batch_norm_sync(config, strategy.num_replicas_in_sync, jit, log)
-    record_set = recordset.open_record_set(config.data.data_dir, config.data.verify)
+    record_set = mixture.open_records(config.data.data_dir, config.data.verify, config.data.findings, config.data.mix)
     task = task_lib.for_record_set(record_set)
     config = _with_task(config, task, log)
     if chief:

@@ -24,7 +24,7 @@ def _changed(flag):
         return default / 2 if default else 0.5
     if isinstance(default, list):
         return {"split_fractions": ["0.5", "0.25", "0.25"], "head_dropout": ["0.5", "0.1"],
-                "size_range": ["800", "1000"], "view": ["PA"], "label_columns": ["a"]}[flag.name]
+                "size_range": ["800", "1000"], "view": ["PA"], "label_columns": ["a"], "findings": ["Edema"]}[flag.name]
     return "changed"
 
 
