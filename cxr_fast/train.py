@@ -142,7 +142,7 @@ def resolved_flags():
 
 def main(argv):
     config = config_from_flags()
-    mixture.open_records(config.data.data_dir, findings=config.data.findings,
+    mixture.open_records(config.data.data_dir, selected=config.data.findings,
                          mix=config.data.mix).check_batch_size(config.data.global_batch_size)
     if config.export_dir:  # an earlier export of this command is replaced; anything else is refused
         atomic.check_output_dir(config.export_dir, False, "--export_dir", "train", config.inputs())

@@ -1,7 +1,8 @@
 """The user's commands on the user's topology: `cxr_fast.train` with DEFAULT flags (only --weights=none
-and small sizes forced) on 1, 2 and 4 replicas in one process (CXR_FAST_CPU_DEVICES: the CPU split
-as one 1-, 2- or 4-GPU host), killed mid-epoch by SIGKILL and resumed, against its uninterrupted twin
-from flags.txt; then `evaluate` and `export` on the same topology.  The two-worker twin of this is in
+and small sizes forced) on 1 and 4 replicas in one process (CXR_FAST_CPU_DEVICES: the CPU split
+as one 1- or 4-GPU host; on 4, two record sets trained as one), killed mid-epoch by SIGKILL and
+resumed, against its uninterrupted twin from flags.txt; then `evaluate` and `export` on the same
+topology.  The two-worker twin of this is in
 tests/test_launch_local.py."""
 import json
 import os
@@ -31,14 +32,17 @@ def _json(path):
         return json.load(f)
 
 
-# One device and a 4-GPU host; 2 replicas per process run through the same command in
-# tests/test_launch_local.py (2 workers x 2 replicas) and the pipeline tests (1, 2, 4, 8).
+# One device on one record set, and a 4-GPU host on two record sets trained as one (Kermany's
+# binary set with an NIH stand-in: 15 aligned findings, Kermany's films masked on 14); one set on
+# 2 replicas per process runs through the same command in tests/test_launch_local.py (2 workers x 2
+# replicas), and the pipeline tests read 1, 2, 4 and 8 replicas.
 @pytest.mark.parametrize("replicas", [1, 4])
-def test_train_killed_resumed_evaluated_exported(replicas, records_dir, tmp_path):
+def test_train_killed_resumed_evaluated_exported(replicas, records_dir, labelled_records, tmp_path):
     env = _env(replicas)
     model_dir = tmp_path / "run"
+    data_dir = records_dir if replicas == 1 else f"{records_dir},{labelled_records('nih')[1]}"
     strategy = [] if replicas == 1 else ["--strategy=mirrored"]  # what auto picks on a host of several GPUs
-    command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={records_dir}", f"--model_dir={model_dir}",
+    command = [sys.executable, "-m", "cxr_fast.train", f"--data_dir={data_dir}", f"--model_dir={model_dir}",
                *SMALL, *strategy]
     process, first = start_until(command, "checkpoint saved at epoch 2, step 1", {topology.ENV: str(replicas)})
     process.kill()  # SIGKILL: no handler runs, as on a preempted machine
@@ -66,8 +70,9 @@ def test_train_killed_resumed_evaluated_exported(replicas, records_dir, tmp_path
     evaluated = run("cxr_fast.evaluate", f"--model_dir={model_dir}", f"--data_dir={records_dir}",
                     env={"CXR_FAST_CPU_DEVICES": str(replicas)})
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    metrics = _json(model_dir / "eval_test" / "metrics.json")
+    metrics = _json(model_dir / "eval_test" / "metrics.json")  # one of its two sets: scored on Pneumonia
     assert metrics["count"] == _json(os.path.join(records_dir, "manifest.json"))["counts"]["test"]["total"]
+    assert metrics["scored_findings"] == ["Pneumonia"] and metrics["external"] is False
     exported = run("cxr_fast.export", f"--model={model_dir}", f"--export_dir={tmp_path / 'serving' / '1'}",
                    env={"CXR_FAST_CPU_DEVICES": str(replicas)})
     assert exported.returncode == 0, exported.stderr[-3000:]

@@ -50,6 +50,12 @@ class RecordMix:
     def encoding(self):
         return self.sets[0].encoding
 
+    @property
+    def files(self):
+        """split -> every set's shard files, for the splits all the sets hold."""
+        splits = set.intersection(*(set(s.files) for s in self.sets))
+        return {split: sum((s.files[split] for s in self.sets), ()) for split in splits}
+
     def set_name(self, index):
         """The name patients and messages of set `index` go by: its folder's name."""
         return os.path.basename(os.path.normpath(self.sets[index].root))
@@ -86,10 +92,11 @@ class RecordMix:
         return [tuple(c) for c in counts]
 
 
-def open_records(data_dir, verify=False, findings=(), mix="proportional"):
-    """`--data_dir` (one folder, or several joined by commas) as the RecordSet or a RecordMix."""
+def open_records(data_dir, verify=False, selected=(), mix="proportional"):
+    """`--data_dir` (one folder, or several joined by commas) as the RecordSet or a RecordMix;
+    `selected`: the findings to train on (--findings), () for all the sets label."""
     dirs = [d for d in data_dir.split(",") if d]
-    if len(dirs) == 1 and not findings:
+    if len(dirs) == 1 and not selected:
         return recordset.open_record_set(dirs[0], verify)
     if len(set(map(os.path.abspath, dirs))) < len(dirs):
         raise InputError(f"--data_dir={data_dir} names a record set twice")
@@ -101,7 +108,7 @@ def open_records(data_dir, verify=False, findings=(), mix="proportional"):
                              "the same --image_size and --encoding")
     names = [task_lib.for_record_set(s).output_names() for s in sets]
     union = tuple(dict.fromkeys(n for own in names for n in own))
-    chosen = _chosen_findings(findings, union)
+    chosen = _chosen_findings(selected, union)
     columns = tuple(tuple(own.index(f) if f in own else -1 for f in chosen) for own in names)
     for record_set, own in zip(sets, columns):
         if max(own) < 0:
@@ -110,8 +117,8 @@ def open_records(data_dir, verify=False, findings=(), mix="proportional"):
     return RecordMix(sets, chosen, columns, mix_weights(mix, sets), mix == "proportional")
 
 
-def _chosen_findings(findings, union):
-    chosen = tuple(vocabulary.align(f) for f in findings) or union
+def _chosen_findings(selected, union):
+    chosen = tuple(vocabulary.align(f) for f in selected) or union
     unknown = [f for f in chosen if f not in union]
     if unknown:
         raise InputError(f"--findings: {', '.join(unknown)} is labelled by none of the sets; they label "

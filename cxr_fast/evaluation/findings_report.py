@@ -45,10 +45,27 @@ def write(folder, config, record_set, result, scored):
                  f"cxr_fast evaluation: {config.split}")
 
 
+def _other_set_blocks(result):
+    """What scoring a set the model's outputs do not match adds: which findings, which not and why,
+    and the mappings that are approximate."""
+    if "scored_findings" not in result:
+        return []
+    what = ("External validation: the model was not trained on this record set." if result["external"] else
+            "One of the record sets the model was trained on, scored on the findings it labels.")
+    skipped = "; ".join(f"{name} ({why})" for name, why in result["skipped_findings"].items()) or "none"
+    blocks = [("p", f"{what} Scored over the findings both name (aligned names, docs/data-sets.md): "
+                    f"{', '.join(result['scored_findings'])}. Not scored: {skipped}.")]
+    notes = [f"{name}: {f['approximate']}" for name, f in result["per_finding"].items() if f.get("approximate")]
+    if notes:
+        blocks.append(("warn", "approximate mappings: " + "; ".join(notes)))
+    return blocks
+
+
 def _thresholds(result):
     choice = result["threshold_choice"]
     if isinstance(result["threshold"], list):
-        return f"thresholds per finding ({choice['method']} on {choice['chosen_on']}; table)"
+        return f"thresholds per finding ({choice['method']}" + (f" on {choice['chosen_on']}" if "chosen_on" in choice
+                                                                  else "") + "; table)"
     return f"threshold {result['threshold']:.2f}"
 
 
@@ -69,15 +86,18 @@ def _blocks(config, record_set, result, figures, anchor_source):
                     f"{report.fmt(result['average_precision'])}; at {_thresholds(result)}: micro "
                     f"precision {report.fmt(result['precision'])}, recall {report.fmt(result['recall'])}. "
                     "Intervals resample patients.")]
+    blocks += _other_set_blocks(result)
     header = ["finding", "positives / scored", "AUC", "95% CI", "average precision", "95% CI", "threshold",
               "precision", "recall"]
-    if anchor_source:
-        header.append("published AUC")
+    extra = [(key, title) for key, title in (("published_auc", "published AUC"),
+                                             ("internal_auc", "AUC on the model's own test split"))
+             if any(key in f for f in result["per_finding"].values())]
+    header += [title for _, title in extra]
     rows = []
     for name, f in result["per_finding"].items():
         row = [name, f"{f['positives']} / {f['count']}", f["auc"], _interval(f["auc_ci"]), f["average_precision"],
                _interval(f["average_precision_ci"]), f["threshold"], f["precision"], f["recall"]]
-        rows.append(row + ([f.get("published_auc")] if anchor_source else []))
+        rows.append(row + [f.get(key) for key, _ in extra])
     blocks += [("h2", "Per finding"), ("table", header, rows)]
     if anchor_source:
         blocks.append(("p", f"Published AUCs: {anchor_source}; a different model, size and split, shown as a "

@@ -19,17 +19,18 @@ from cxr_fast import atomic
 from cxr_fast.config import DataConfig
 from cxr_fast.data import pipeline, recordset
 from cxr_fast.errors import InputError
-from cxr_fast.evaluation import binary_report, findings_report
+from cxr_fast.evaluation import binary_report, external, findings_report
 from cxr_fast.serving import inference
 from cxr_fast.tasks import task as task_lib
 
 REPORTS = {"binary": binary_report, "multilabel": findings_report}  # the report layout of each task kind
 
 
-def _score(model, record_set, split, data_config, keep_images=False):
-    """(labels, probs, patients, files, images) for every record of the split, in order; images
-    (the whole split decoded) only with `keep_images`, for the sample and mistake grids."""
-    predict_fn = tf.function(lambda images: model(images, training=False))
+def _score(model, task, record_set, split, data_config, keep_images=False):
+    """(labels, probs, patients, files, images) for every record of the split, in order, the
+    probabilities as the model's task gives them; images (the whole split decoded) only with
+    `keep_images`, for the sample and mistake grids."""
+    predict_fn = tf.function(lambda images: task.predictions(model(images, training=False)))
     with pipeline.readable_errors(record_set.root):
         labels, probs, extras = inference.predict_dataset(
             pipeline.eval_dataset(record_set, split, data_config, with_metadata=True), predict_fn,
@@ -57,7 +58,7 @@ def _threshold(config, task, model, record_set, data_config):
         return float(config.threshold), {"method": "fixed"}
     if "val" not in record_set.files:
         raise InputError("--threshold=auto chooses the threshold on the val split, which this record set lacks")
-    labels, probs, *_ = _score(model, record_set, "val", data_config)
+    labels, probs, *_ = _score(model, task, record_set, "val", data_config)
     threshold, choice = task.choose_threshold(labels, probs, config.target_recall or None)
     atomic.write_json(os.path.join(config.model_dir, inference.THRESHOLD_FILE), choice)
     return threshold, choice
@@ -70,19 +71,49 @@ def _predictions_csv(path, rows):
 
 
 def evaluate(config, log=print):
-    """Runs the evaluation described by an EvalConfig; returns metrics.json's content."""
+    """Runs the evaluation described by an EvalConfig; returns metrics.json's content.
+
+    A record set the model was trained on, labelled with the model's outputs, is scored by its
+    task (thresholds chosen on its val split with `auto`); any other (another hospital's films,
+    one set of a mix) over the findings both name (`external`)."""
     config.validate()
-    model, _ = inference.load(config.model_dir, flag="--model_dir")
+    model, saved = inference.load(config.model_dir, flag="--model_dir")
     record_set, data_config = _open(config, model)
-    task = task_lib.for_record_set(record_set)
+    model_task, task = inference.task_of(config.model_dir), task_lib.for_record_set(record_set)
+    trained = external.trained_on(config.model_dir, config.data_dir)
+    if model_task.output_names() != task.output_names() or trained is False:
+        return _evaluate_on_other(config, model, saved, model_task, record_set, data_config, trained, log)
     layout = REPORTS[task.kind]
-    output_dir = config.output_path()
     threshold, choice = _threshold(config, task, model, record_set, data_config)
-    labels, probs, patients, files, images = _score(model, record_set, config.split, data_config,
+    labels, probs, patients, files, images = _score(model, task, record_set, config.split, data_config,
                                                     keep_images=layout.needs_images(config))
     result = task.evaluate(labels, probs, patients, threshold, config.bootstrap, anchors=layout.anchors(record_set))
+    return _write(config, layout, task, record_set, (labels, probs, patients, files, images),
+                  (threshold, choice), result, log)
+
+
+def _evaluate_on_other(config, model, saved, model_task, record_set, data_config, trained, log):
+    """The model on a set labelled otherwise, over the findings both name (`external`)."""
+    set_task = task_lib.for_record_set(record_set)
+    pairs, skipped = external.pairing(model_task, set_task, config.data_dir)
+    outputs = model.output_shape[-1]
+    threshold, choice = external.thresholds(config, model_task, outputs, saved, pairs)
+    labels, probs, patients, files, _ = _score(model, model_task, record_set, config.split, data_config)
+    labels, probs = external.select(pairs, labels, probs, outputs, set_task.outputs)
+    task = external.scoring_task(pairs)
+    result = task.evaluate(labels, probs, patients, threshold, config.bootstrap)
+    external.annotate(result, pairs, skipped, config.model_dir, model_task, record_set, external=not trained)
+    return _write(config, findings_report, task, record_set, (labels, probs, patients, files, None),
+                  (threshold, choice), result, log)
+
+
+def _write(config, layout, task, record_set, scored, threshold_choice, result, log):
+    """predictions.csv, metrics.json and the report, complete or not at all; returns the result."""
+    labels, probs, patients, files, images = scored
+    threshold, choice = threshold_choice
     result["threshold_choice"] = choice
     result["split"] = config.split
+    output_dir = config.output_path()
     with atomic.staged_dir(output_dir, config.overwrite, "--output_dir", "evaluate", config.inputs()) as staging:
         _predictions_csv(os.path.join(staging, "predictions.csv"),
                          task.prediction_rows(files, patients, labels, probs, threshold))

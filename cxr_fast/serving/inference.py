@@ -144,7 +144,7 @@ def predict_dataset(dataset, predict_fn, keep_images=False):
     for element in dataset:
         images, batch_labels = element[0], element[1]
         labels.append(batch_labels.numpy())
-        probs.append(predict_fn(images).numpy().reshape(labels[-1].shape))  # [B] or [B, findings], as the labels
+        probs.append(predict_fn(images).numpy())
         if keep_images:
             extras.setdefault("images", []).append(images.numpy())
         for key, values in (element[2].items() if len(element) > 2 else ()):

@@ -116,6 +116,10 @@ class BinaryTask:
     def score(self, labels, probs, threshold=0.5):
         return binary_metrics.binary_metrics(labels, probs, threshold)
 
+    def aucs(self, scores):
+        """{aligned finding: AUC} from this task's scores (`score`, `evaluate`)."""
+        return {self.output_names()[0]: scores.get("auc")}
+
     def choose_threshold(self, labels, probs, target_recall=None):
         """(threshold, how it was chosen) on validation predictions."""
         threshold = binary_metrics.choose_threshold(labels, probs, target_recall)
@@ -240,6 +244,9 @@ class FindingsTask:
     def score(self, labels, probs, threshold=0.5):
         """Macro AUC as `auc`, so the loop's val_auc means the same for both tasks."""
         return finding_metrics.scores(labels, probs, self.findings, threshold)
+
+    def aucs(self, scores):
+        return {name: scores["per_finding"][own]["auc"] for name, own in zip(self.output_names(), self.findings)}
 
     def choose_threshold(self, labels, probs, target_recall=None):
         """(one threshold per finding, how they were chosen) on validation predictions."""

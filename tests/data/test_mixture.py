@@ -45,13 +45,13 @@ def test_union_of_findings_and_the_columns_each_set_labels(nih_and_chexpert, rec
 
 def test_findings_flag_and_mix_weights(nih_and_chexpert, records_dir):
     nih, chexpert = nih_and_chexpert
-    mix = mixture.open_records(f"{nih},{chexpert}", findings=("Pleural Effusion", "Edema"), mix="3,1")
+    mix = mixture.open_records(f"{nih},{chexpert}", selected=("Pleural Effusion", "Edema"), mix="3,1")
     assert mix.findings == ("Effusion", "Edema") and mix.weights == pytest.approx((0.75, 0.25))
     assert mixture.open_records(f"{nih},{chexpert}", mix="equal").weights == (0.5, 0.5)
     with pytest.raises(InputError, match="labelled by none of the sets"):
-        mixture.open_records(f"{nih},{chexpert}", findings=("Tuberculosis",))
+        mixture.open_records(f"{nih},{chexpert}", selected=("Tuberculosis",))
     with pytest.raises(InputError, match="labels none of the findings"):
-        mixture.open_records(f"{nih},{records_dir}", findings=("Hernia",))
+        mixture.open_records(f"{nih},{records_dir}", selected=("Hernia",))
     with pytest.raises(InputError, match="2 weights for 3"):
         mixture.open_records(f"{nih},{chexpert},{records_dir}", mix="1,2")
     with pytest.raises(InputError, match="twice"):
@@ -69,7 +69,7 @@ def _set_of(labels, mix):
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_proportional_mix_reads_every_film_once_per_epoch_and_resumes_exactly(nih_and_chexpert, cache):
     nih, chexpert = nih_and_chexpert
-    mix = mixture.open_records(f"{nih},{chexpert}", findings=("Effusion", "Hernia", "Support Devices"))
+    mix = mixture.open_records(f"{nih},{chexpert}", selected=("Effusion", "Hernia", "Support Devices"))
     config = DataConfig(data_dir=mix.root, image_size=32, global_batch_size=4, cache=cache, seed=3)
     steps = mix.num_records("train") // 4
     epoch = [(images.numpy(), labels.numpy()) for images, labels in
@@ -89,7 +89,7 @@ def test_proportional_mix_reads_every_film_once_per_epoch_and_resumes_exactly(ni
 
 def test_weighted_mix_holds_its_weights_over_many_batches(nih_and_chexpert):
     nih, chexpert = nih_and_chexpert
-    mix = mixture.open_records(f"{nih},{chexpert}", findings=("Hernia", "Edema"), mix="1,3")
+    mix = mixture.open_records(f"{nih},{chexpert}", selected=("Hernia", "Edema"), mix="1,3")
     config = DataConfig(data_dir=mix.root, image_size=32, global_batch_size=8, cache="memory")
     drawn = collections.Counter()
     for _, labels in pipeline.train_dataset(mix, config, epochs=20):
