@@ -30,7 +30,7 @@ from benchmarks.epochs import BATCH, SIZE
 from cxr_fast import atomic
 from cxr_fast import config as config_lib
 from cxr_fast.data import index as dataset_index
-from cxr_fast.data import pipeline, recordset, writer
+from cxr_fast.data import mixture, pipeline, recordset, writer
 from cxr_fast.distributed import service as data_service
 from cxr_fast.training import augment
 
@@ -98,6 +98,22 @@ def with_augmentation(dataset):
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def mixed_stream(single, multilabel, cache, cores):
+    """The JPEG set and its multi-label twin trained as one (a proportional mix: 15 aligned findings
+    per film), to set beside the multi-label set alone (14 findings): what mixing sets costs."""
+    mix = mixture.open_records(f"{single.root},{multilabel.root}")
+    config = config_lib.DataConfig(data_dir=mix.root, image_size=SIZE, global_batch_size=BATCH, cache=cache,
+                                   num_threads=cores)
+    return pipeline.train_dataset(mix, config)
+
+
+def add_mixed_rows(add, single, multilabel, cores):
+    for cache in ("none", "memory"):
+        add(f"cxr_fast jpeg mixed: two record sets as one cache={cache}", mixed_stream(single, multilabel, cache, cores),
+            cores, cache=cache, augment="none",
+            reads=f"the jpeg and multi-label record sets together ({MULTILABEL_FINDINGS + 1} aligned findings a film)")
+
+
 def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=print,
         batches_per_call=common.GPU_STEPS_PER_LOOP):
     """Measures every variant; returns the list of variant dicts (see the module docstring).
@@ -144,6 +160,7 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
                 add(f"cxr_fast jpeg multi-label ({MULTILABEL_FINDINGS} findings) cache={cache}",
                     pipeline.train_dataset(multilabel, config), all_cores, cache=cache, augment="none",
                     reads=f"the same 128 px jpeg records, a {MULTILABEL_FINDINGS}-float label vector each")
+            add_mixed_rows(add, record_set, multilabel, all_cores)
             service = data_service.LocalService(num_workers=1)
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            data_service=service.target, service_job="benchmark")

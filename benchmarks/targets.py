@@ -36,6 +36,9 @@ def figures(payload, all_cores):
     reference = _variant(results, "input_pipeline", "reference ImageDataGenerator")
     augmented_1 = _variant(results, "input_pipeline", "cxr_fast jpeg cache=none +augment", 1)
     end_to_end = {v["name"].split(",", 1)[-1].strip(): v for v in results.get("end_to_end", [])}
+    mixed = {cache: _ratio(_variant(results, "input_pipeline", f"cxr_fast jpeg mixed: two record sets as one cache={cache}"),
+                           _variant(results, "input_pipeline", f"cxr_fast jpeg multi-label (14 findings) cache={cache}"))
+             for cache in ("memory", "none")}
     cpu = end_to_end.get("augmentation on the CPU")
     return {
         "train_records": payload.get("train_records"),
@@ -47,7 +50,13 @@ def figures(payload, all_cores):
         "augment_share_of_step": payload.get("augment_share_of_step"),
         "host_ceiling_over_h200_b2": payload.get("loop_headroom_over_h200_b2"),
         "end_to_end_30_epochs_over_reference": cpu["speedup_over_reference"] if cpu else None,
+        "mixed_over_single_cached": mixed["memory"],
+        "mixed_over_single_records": mixed["none"],
     }
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if numerator and denominator else None
 
 
 def number(value):

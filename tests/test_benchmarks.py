@@ -80,6 +80,7 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     assert "cxr_fast jpeg via tf.data service" in names
     for cache in ("none", "memory"):  # the same images as a 14-finding multi-label set (issue 15)
         assert f"cxr_fast jpeg multi-label (14 findings) cache={cache}" in names
+        assert f"cxr_fast jpeg mixed: two record sets as one cache={cache}" in names  # beside it: mixing's cost
     assert {v["cores"] for v in variants if v["name"].startswith("cxr_fast")} >= {1}
     assert all(v["img_per_s"] > 0 and v["ratio_to_reference"] > 0 for v in variants)
     assert "x ref" in common.table(variants)

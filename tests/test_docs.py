@@ -125,3 +125,18 @@ def test_the_checker_catches_a_wrong_flag():
     assert _problem("--split=patients", defined).startswith("--split=patients: not one of")
     assert _problem("--epochs=3.5", defined) == "--epochs=3.5: not a int"
     assert _problem("--noresume", defined) is None and _problem("--split=SPLIT", defined) is None
+
+
+def test_the_data_sets_page_lists_the_vocabulary_and_every_mapping_that_is_not_exact():
+    from cxr_fast.tasks import vocabulary
+
+    page = open(os.path.join(ROOT, "docs", "data-sets.md"), encoding="utf-8").read()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in page.splitlines() if line.startswith("| ") and line.count("|") == 6}
+    for name, sets in vocabulary.ALIGNED.items():
+        assert rows.get(name) == [sets.get("nih", ""), sets.get("chexpert", ""), sets.get("rsna", ""),
+                                  sets.get("kermany", "")], name
+    for (source, name), why in vocabulary.APPROXIMATE.items():
+        assert why in page, (source, name)
+    for one, other, why in vocabulary.KEPT_APART:
+        assert f"- {one} and {other}: {why}." in page

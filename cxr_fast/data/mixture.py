@@ -56,6 +56,12 @@ class RecordMix:
         splits = set.intersection(*(set(s.files) for s in self.sets))
         return {split: sum((s.files[split] for s in self.sets), ()) for split in splits}
 
+    def describe(self):
+        shares = ", ".join(f"{self.set_name(i)} {w:.0%}" for i, w in enumerate(self.weights))
+        return (f"{len(self.sets)} record sets trained as one ({shares} of the draws"
+                f"{', every film once per epoch' if self.proportional else ''}); findings a set does not label "
+                "are masked out of its films' loss and metrics")
+
     def set_name(self, index):
         """The name patients and messages of set `index` go by: its folder's name."""
         return os.path.basename(os.path.normpath(self.sets[index].root))

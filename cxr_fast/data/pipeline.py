@@ -40,38 +40,75 @@ def _split_files(record_set, split):
     return files
 
 
+_KEYS = [schema.ENCODED, schema.LABEL, schema.HEIGHT, schema.WIDTH, schema.CHANNELS, schema.FILENAME]
+
+
 def _decoder(record_set, config, with_metadata=False):
     """A function of a batch of serialized records -> (uint8 images, float32 labels[, metadata]).
 
     Labels are the record set's task's: [B] for a binary set, [B, findings] (1, 0 or -1: ignored)
     for a multi-label set.
     """
-    height, width = record_set.stored_size
-    encoding = record_set.encoding
     task = task_lib.for_record_set(record_set)
-    keys = [schema.ENCODED, schema.LABEL, schema.HEIGHT, schema.WIDTH, schema.CHANNELS, schema.FILENAME]
-    if with_metadata:
-        keys.append(schema.PATIENT)
+    keys = _KEYS + [schema.PATIENT] * with_metadata
+    images_of = functools.partial(_images, record_set.stored_size, record_set.encoding, config.image_size)
 
     def decode(serialized):
         features = schema.parse_batch(serialized, keys, len(task.findings))
-        match = ((features[schema.HEIGHT] == height) & (features[schema.WIDTH] == width)
-                 & (features[schema.CHANNELS] == 1))
-        if encoding == "raw":
-            match &= tf.strings.length(features[schema.ENCODED]) == height * width
-        check = tf.debugging.Assert(tf.reduce_all(match),
-                                    [_SIZE_MESSAGE, tf.boolean_mask(features[schema.FILENAME], ~match)], summarize=3)
-        with tf.control_dependencies([check]):
-            images = schema.decode_images(features[schema.ENCODED], encoding, height, width)
-        if (height, width) != (config.image_size, config.image_size):
-            images = tf.image.resize(images, [config.image_size, config.image_size], antialias=True)
-            images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
-        labels = task.labels(features[schema.LABEL], features.get(schema.FINDINGS))
+        images, labels = images_of(features), task.labels(features[schema.LABEL], features.get(schema.FINDINGS))
         if not with_metadata:
             return images, labels
         return images, labels, {"filename": features[schema.FILENAME], "patient": features[schema.PATIENT]}
 
     return decode
+
+
+def _images(stored_size, encoding, image_size, features):
+    """A parsed batch's images, uint8 [B, image_size, image_size, 1], after checking each has the
+    manifest's stored size."""
+    height, width = stored_size
+    match = ((features[schema.HEIGHT] == height) & (features[schema.WIDTH] == width)
+             & (features[schema.CHANNELS] == 1))
+    if encoding == "raw":
+        match &= tf.strings.length(features[schema.ENCODED]) == height * width
+    check = tf.debugging.Assert(tf.reduce_all(match),
+                                [_SIZE_MESSAGE, tf.boolean_mask(features[schema.FILENAME], ~match)], summarize=3)
+    with tf.control_dependencies([check]):
+        images = schema.decode_images(features[schema.ENCODED], encoding, height, width)
+    if (height, width) != (image_size, image_size):
+        images = tf.image.resize(images, [image_size, image_size], antialias=True)
+        images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+    return images
+
+
+def _mixed_decoder(mix, config):
+    """A function of (set index per record, a batch of serialized records of a mix's sets) ->
+    (uint8 images, float32 labels [B, the mix's findings]): one parse and decode for the batch
+    whichever sets its records come from (the sets share stored size and encoding)."""
+    sources = tf.constant(_source_table(mix), tf.int32)  # [sets, findings]: column of [LABEL, FINDINGS...]
+    width = max(len(part.findings) for part in mix.sets)
+    images_of = functools.partial(_images, mix.stored_size, mix.encoding, config.image_size)
+
+    def decode(set_ids, serialized):
+        features = schema.parse_batch(serialized, _KEYS, varying_findings=True)
+        findings = tf.sparse.to_dense(features[schema.FINDINGS], default_value=-1.0)
+        findings = tf.pad(findings, [[0, 0], [0, width - tf.shape(findings)[1]]], constant_values=-1.0)
+        table = tf.concat([tf.cast(features[schema.LABEL], tf.float32)[:, None], findings], axis=1)
+        columns = tf.gather(sources, set_ids)
+        labels = tf.where(columns >= 0, tf.gather(table, tf.maximum(columns, 0), batch_dims=1), -1.0)
+        return images_of(features), labels
+
+    return decode
+
+
+def _source_table(mix):
+    """Per set, per finding of the mix: the record's label column holding it (0: LABEL, 1 + j:
+    FINDINGS[j]), or -1."""
+    table = []
+    for part, columns in zip(mix.sets, mix.columns):
+        own = task_lib.for_record_set(part).source_columns()
+        table.append([own[c] if c >= 0 else -1 for c in columns])
+    return table
 
 
 def _with_channels(ds, config):
@@ -227,8 +264,8 @@ def _mixed_train_dataset(mix, config, input_context, epochs, start, steps_per_ep
     mix's weights say (proportional: every set's films exactly once per epoch, in a shuffled
     interleaving), and from it the next film of that set's own epoch order; labels in the mix's
     findings (-1 where the set does not label one).  Cached: the sets' decoded tables joined
-    into one and each batch one gather, as for one set; else each set's records decoded in its
-    own stream and the streams chosen from element by element."""
+    into one and each batch one gather, as for one set; else the sets' serialized records chosen
+    from draw by draw, then each batch parsed and decoded in one call, as for one set."""
     share = _share(mix, config, input_context)
     steps = _pipeline_steps(mix, config, share, steps_per_epoch)
     parts = [_mix_part(mix, index, config, share) for index in range(len(mix.sets))]
@@ -236,9 +273,9 @@ def _mixed_train_dataset(mix, config, input_context, epochs, start, steps_per_ep
     chooser = _Chooser(tuple(counts), mix.weights, mix.proportional)
     if cache_fits(mix, config):
         epoch = _cached_epochs(_joined_table(parts, config), sum(counts), chooser.rows, share.batch, steps)
-    else:
-        epoch = functools.partial(_mixed_record_epoch, parts, config, share.batch, steps, chooser)
-    return _epochs(epoch, steps, share, config, start, epochs)
+        return _epochs(epoch, steps, share, config, start, epochs)
+    epoch = functools.partial(_mixed_record_epoch, parts, config, share.batch, steps, chooser)
+    return _epochs(epoch, steps, share, config, start, epochs, _mixed_decoder(mix, config))
 
 
 def _mix_part(mix, index, config, share):
@@ -306,18 +343,15 @@ class _Chooser:
 
 
 def _mixed_record_epoch(parts, config, batch, steps, chooser, seed):
-    """One epoch of a mix read from the records: each set's films decoded in its own epoch order,
-    then chosen from draw by draw."""
+    """One epoch of a mix read from the records: each set's serialized records in its own epoch
+    order, chosen from draw by draw, batched with the set of each record (decoded per batch later,
+    `_mixed_decoder`)."""
     count = steps * batch
-    streams = [_decoded_stream(files, records, decode, config, _hash(seed, 1 << 20 | index), count)
-               for index, (files, records, decode) in enumerate(parts)]
+    streams = [_passes(files, records, config, _hash(seed, 1 << 20 | index), count)
+               for index, (files, records, _) in enumerate(parts)]
     chosen = tf.data.Dataset.from_tensor_slices(tf.cast(chooser.sets(seed, count), tf.int64))
-    return tf.data.Dataset.choose_from_datasets(streams, chosen).batch(batch, drop_remainder=True).take(steps)
-
-
-def _decoded_stream(files, records, decode, config, seed, count):
-    ds = _passes(files, records, config, seed, count).batch(config.decode_batch)
-    return ds.map(decode, num_parallel_calls=AUTOTUNE).unbatch()
+    records = tf.data.Dataset.choose_from_datasets(streams, chosen)
+    return tf.data.Dataset.zip((chosen, records)).batch(batch, drop_remainder=True).take(steps)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,6 +46,9 @@ class RecordSet:
         """The class names in label order (Kermany: NORMAL, PNEUMONIA; RSNA: NO_PNEUMONIA, PNEUMONIA)."""
         return tuple(self.manifest["classes"])
 
+    def describe(self):
+        return f"record set {self.root}"
+
     def finding_counts(self, split):
         """[(positive, negative)] per finding of a multi-label set's split (ignored labels left out)."""
         counts = self.manifest["counts"][split]["findings"]

@@ -72,14 +72,17 @@ def make_example(*, encoded, encoding, height, width, label, class_text, filenam
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def parse_batch(serialized, keys=None, num_findings=0):
+def parse_batch(serialized, keys=None, num_findings=0, varying_findings=False):
     """A batch of serialized Examples -> dict of tensors, one vectorized parse for the batch.
 
-    `num_findings` > 0 (a multi-label set) parses FINDINGS as float [B, num_findings] too.
+    `num_findings` > 0 (a multi-label set) parses FINDINGS as float [B, num_findings] too;
+    `varying_findings` (records of several sets) as a sparse [B, at most the longest].
     """
     spec = dict(FEATURES if keys is None else {k: FEATURES[k] for k in keys})
     if num_findings:
         spec[FINDINGS] = tf.io.FixedLenFeature([num_findings], tf.float32)
+    if varying_findings:
+        spec[FINDINGS] = tf.io.VarLenFeature(tf.float32)
     return tf.io.parse_example(serialized, spec)
 
 

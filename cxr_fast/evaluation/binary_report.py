@@ -66,10 +66,7 @@ def _report_blocks(config, record_set, result, figures):
               ("p", f"Model: {config.model_dir}. Records: {config.data_dir} "
                     f"({manifest['image']['height']} px {manifest['image']['encoding']}). "
                     f"Threshold {result['threshold']:.3f} ({result['threshold_choice']['method']}).")]
-    if manifest["settings"]["split"] == "image" or manifest["patients"]["in_several_splits"]:
-        blocks.append(("warn", f"this record set uses the {manifest['settings']['split']} split: "
-                               f"{manifest['patients']['in_several_splits']} patients have films in more than one "
-                               "split, so these numbers are optimistic (as the reference report's were)."))
+    blocks += report.split_warning(manifest)
     ci = result["confidence_intervals"] or {}
     kermany = manifest["settings"].get("source", "folders") == "folders"  # the reference's numbers are Kermany's
     references = report.REFERENCE_RESULTS if kermany else {}

@@ -86,7 +86,7 @@ def _blocks(config, record_set, result, figures, anchor_source):
                     f"{report.fmt(result['average_precision'])}; at {_thresholds(result)}: micro "
                     f"precision {report.fmt(result['precision'])}, recall {report.fmt(result['recall'])}. "
                     "Intervals resample patients.")]
-    blocks += _other_set_blocks(result)
+    blocks += report.split_warning(record_set.manifest) + _other_set_blocks(result)
     header = ["finding", "positives / scored", "AUC", "95% CI", "average precision", "95% CI", "threshold",
               "precision", "recall"]
     extra = [(key, title) for key, title in (("published_auc", "published AUC"),

@@ -21,6 +21,15 @@ REFERENCE_SOURCE = ("docs/reference.md in the cxr_fast repository (paper: Jahan,
                     "report: the course reproduction; both split by image, so optimistic)")
 
 
+def split_warning(manifest):
+    """[a warning block] when patients have films in several splits (an image-level split), else []."""
+    if manifest["settings"]["split"] != "image" and not manifest["patients"]["in_several_splits"]:
+        return []
+    return [("warn", f"this record set uses the {manifest['settings']['split']} split: "
+                     f"{manifest['patients']['in_several_splits']} patients have films in more than one "
+                     "split, so these numbers are optimistic (as the reference report's were).")]
+
+
 def fmt(value, digits=3):
     if value is None:
         return "n/a"

@@ -82,6 +82,10 @@ class BinaryTask:
         """The labels the step gets, from a parsed batch's LABEL [B] and FINDINGS [B, F] (unused here)."""
         return tf.cast(label, tf.float32)
 
+    def source_columns(self):
+        """Where each output's label is among a record's [LABEL, FINDINGS...]: LABEL."""
+        return (0,)
+
     # ---- training
     def model_fields(self):
         """What the model's configuration records of the task (config.json, read back by serving)."""
@@ -209,6 +213,9 @@ class FindingsTask:
 
     def labels(self, label, findings):
         return findings
+
+    def source_columns(self):
+        return tuple(range(1, self.outputs + 1))
 
     # ---- training
     def model_fields(self):

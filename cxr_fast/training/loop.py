@@ -166,6 +166,7 @@ def _setup(config, log, flags_text):
         f"XLA {'on' if jit else 'off'}" + (", op determinism on" if config.deterministic else ""))
     config = _with_batch_norm_sync(config, strategy.num_replicas_in_sync, jit, log)
     record_set = mixture.open_records(config.data.data_dir, config.data.verify, config.data.findings, config.data.mix)
+    log(record_set.describe())
     task = task_lib.for_record_set(record_set)
     config = _with_task(config, task, log)
     if chief:
