@@ -10,13 +10,18 @@ loss, the scores and thresholds, the rows of predictions.csv and `predict`, and 
 the serving signature; the stages call it instead of branching.  `create` picks the task from
 the names a manifest or config.json holds.
 """
-import keras
-import tensorflow as tf
-
 from cxr_fast.errors import InputError
 from cxr_fast.tasks import binary_metrics, finding_metrics, vocabulary
 
 ANY_FINDING = ("NO_FINDING", "ANY_FINDING")  # what a multi-label set counts per film (manifest "classes")
+
+
+def _tensorflow():
+    """(TensorFlow, Keras), imported when a task first builds graph ops: the entry points open and
+    check record sets through their tasks (`data.mixture`) before TensorFlow loads."""
+    import keras
+    import tensorflow as tf
+    return tf, keras
 
 
 def create(findings=(), classes=()):
@@ -80,6 +85,7 @@ class BinaryTask:
 
     def labels(self, label, findings):
         """The labels the step gets, from a parsed batch's LABEL [B] and FINDINGS [B, F] (unused here)."""
+        tf, _ = _tensorflow()
         return tf.cast(label, tf.float32)
 
     def source_columns(self):
@@ -109,11 +115,13 @@ class BinaryTask:
 
     def weighted_losses(self, labels, probs, weight_table):
         """Class-weighted cross-entropy per image [B]."""
+        tf, keras = _tensorflow()
         per_example = keras.losses.binary_crossentropy(labels[:, None], probs)
         return per_example * tf.gather(weight_table, tf.cast(labels, tf.int32))
 
     def predictions(self, probs):
         """The model's [B, 1] as the [B] probabilities the metrics take."""
+        tf, _ = _tensorflow()
         return tf.reshape(probs, [-1])
 
     # ---- scoring
@@ -166,6 +174,7 @@ class BinaryTask:
 
     def serving_outputs(self, probabilities, ok, error, threshold, names):
         """Per image: probability, label (0/1), class and error; -1 / "" for an image not scored."""
+        tf, _ = _tensorflow()
         probability = tf.reshape(probabilities, [-1])
         label = tf.where(ok, tf.cast(probability >= threshold, tf.int32), -1)
         return {"probability": tf.where(ok, probability, -1.0), "label": label,
@@ -238,6 +247,7 @@ class FindingsTask:
 
     def weighted_losses(self, labels, probs, weight_table):
         """Class-weighted cross-entropy per label [B, findings]; ignored labels weigh 0."""
+        tf, keras = _tensorflow()
         known = labels >= 0
         targets = tf.where(known, labels, 0.0)
         per_label = keras.losses.binary_crossentropy(targets[..., None], probs[..., None])
@@ -298,6 +308,7 @@ class FindingsTask:
     def serving_outputs(self, probabilities, ok, error, threshold, names):
         """Per image: probabilities and labels [findings], the findings found joined by "|" (as NIH
         writes them) and error; -1 / "" for an image not scored."""
+        tf, _ = _tensorflow()
         positive = probabilities >= threshold
         joined = tf.strings.reduce_join(tf.ragged.boolean_mask(tf.broadcast_to(names[None], tf.shape(positive)),
                                                                positive), axis=1, separator="|")

@@ -1,10 +1,13 @@
 """Several record sets as one: aligned findings, the union's masks, mixing weights, exact resume."""
 import collections
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cli import ROOT
 from cxr_fast.config import DataConfig
 from cxr_fast.data import mixture, pipeline
 from cxr_fast.errors import InputError
@@ -129,3 +132,12 @@ def test_the_loss_of_a_mixed_batch_gives_no_gradient_where_a_set_does_not_label(
     assert nih_rows and all(gradient[i, support] == 0 for i in nih_rows)
     labelled = labels.numpy() >= 0
     assert np.all(gradient[labelled] != 0) and np.all(gradient[~labelled] == 0)
+
+
+def test_a_mix_is_opened_and_checked_without_tensorflow(nih_and_chexpert):
+    # `train` checks --data_dir, --findings and --mix this way before TensorFlow loads
+    code = ("import sys; from cxr_fast.data import mixture; import cxr_fast.train; "
+            f"mixture.open_records({','.join(nih_and_chexpert)!r}).check_batch_size(8); "
+            "assert 'tensorflow' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
