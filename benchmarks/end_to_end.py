@@ -18,9 +18,13 @@ decoded, resized to 128 px and augmented with the reference's affine settings, i
   them within the epoch, so both sides decode and augment the same number of images).
 - cxr_fast, augmentation on the accelerator: the same preparation and stream without the
   augmentation, which the trainer runs inside its step on the GPU; what remains on the host.
-- PyTorch DataLoader + torchvision (benchmarks/peer_torch.py), when installed: full-size
-  (first epoch measured, x 30) and pre-resized once to 128 px JPEGs (preparation timed, all 30
-  epochs measured).
+- the peers, each in its own process, when installed (`PEERS`): PyTorch DataLoader +
+  torchvision (benchmarks/peer_torch.py: full-size, first epoch measured x 30; pre-resized once to
+  128 px JPEGs, preparation timed, all 30 epochs measured), MONAI (peer_monai.py: full-size;
+  CacheDataset of the loaded and resized films) and NVIDIA DALI on the CPU (peer_dali.py:
+  full-size; cxr_fast's 128 px records); a peer that fails here is a row "not measured: <error>".
+  A stream whose every epoch costs the same is measured on fewer epochs and multiplied, said in
+  the table as "extrapolated from N".
 
 cxr_fast's streams are consumed in a tf.function, one epoch of batches per call, as the trainer
 consumes them (`common.batch_puller`).
@@ -29,6 +33,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -50,16 +55,43 @@ def reference(data_root, epochs=EPOCHS, measured_epochs=1):
                          batches.samples, 1, epochs, measured_epochs)
 
 
-def torch_peers(data_root, work_dir, epochs=EPOCHS, log=print):
-    """PyTorch DataLoader + torchvision (its own process), full-size and pre-resized; [] when not installed."""
-    if importlib.util.find_spec("torchvision") is None:
-        log("PyTorch peer skipped: torch/torchvision not installed (pip install -e \".[peer]\")")
+PEERS = (  # (module, the package it needs, the extra that installs it)
+    ("benchmarks.peer_torch", "torchvision", "peer"),
+    ("benchmarks.peer_monai", "monai", "peer"),
+    ("benchmarks.peer_dali", "nvidia.dali", "peer-dali"),
+)
+
+
+def installed(package):
+    """Whether `package` (dotted names too: nvidia.dali, whose `nvidia` torch's CUDA wheels also hold) imports."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def peer_rows(module, package, extra, args, work_dir, log=print):
+    """A peer's rows, from its own process (no TensorFlow there); [] with a note when its package is
+    missing, and one row "not measured: <the error>" when it fails to run here."""
+    name = module.rsplit("_", 1)[-1]
+    if not installed(package):
+        log(f"{name} peer skipped: {package} not installed (pip install -e \".[{extra}]\")")
         return []
-    output = os.path.join(work_dir, "peer_torch.json")
-    subprocess.run([sys.executable, "-m", "benchmarks.peer_torch", f"--data_root={data_root}", f"--epochs={epochs}",
-                    f"--work_dir={work_dir}", f"--json={output}"], check=True)
+    output = os.path.join(work_dir, f"{name}.json")
+    result = subprocess.run([sys.executable, "-m", module, f"--json={output}", *args], capture_output=True, text=True)
+    if result.returncode:
+        error = _error(result.stderr, result.returncode)
+        log(f"{name} peer not measured: {error}")
+        return [{"name": f"{name}: not measured: {error}", "not_measured": error}]
     with open(output) as f:
         return json.load(f)
+
+
+def _error(stderr, code):
+    """A failed peer's reason: its exception's line, else its last lines (absl's flag errors)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    raised = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+    return raised[-1] if raised else " ".join(lines[-3:]) or f"exit code {code}"
 
 
 def prepare(data_root, output_dir, image_size=SIZE):
@@ -96,12 +128,18 @@ def run(data_root, epochs=EPOCHS, work_dir=None, log=print):
                              "preparation_s": preparation, "epoch_images": films, "measured_epochs": epochs,
                              "stream_s": seconds, "extrapolated": False})
             log(f"cxr_fast, {where}: {preparation:,.0f} s conversion + {seconds:,.0f} s for {epochs} epochs")
-        variants += torch_peers(data_root, tmp, epochs, log)
-    for v in variants:
+        common_args = [f"--data_root={data_root}", f"--epochs={epochs}"]
+        peer_args = {"benchmarks.peer_torch": [f"--work_dir={tmp}"],
+                     "benchmarks.peer_dali": [f"--records={record_set.root}", f"--work_dir={tmp}",
+                                              f"--preparation_s={preparation}"]}
+        for module, package, extra in PEERS:
+            variants += peer_rows(module, package, extra, common_args + peer_args.get(module, []), tmp, log)
+    measured = [v for v in variants if "not_measured" not in v]
+    for v in measured:
         v["total_s"] = v["preparation_s"] + v["stream_s"]
         v["img_per_s"] = v["epoch_images"] * epochs / v["stream_s"]
         v["speedup_over_reference"] = variants[0]["total_s"] / v["total_s"]
-    return variants
+    return measured + [v for v in variants if "not_measured" in v]
 
 
 def _seconds(value):
@@ -112,6 +150,9 @@ def markdown(variants, epochs=EPOCHS):
     lines = [f"| input side of {epochs} epochs | cores | preparation (once) | {epochs} epochs | stream img/s | total | "
              "x faster |", "|---|---|---|---|---|---|---|"]
     for v in variants:
+        if "not_measured" in v:
+            lines.append(f"| {v['name']} | | | | | | |")
+            continue
         note = f" (extrapolated from {v['measured_epochs']})" if v["extrapolated"] else ""
         lines.append(f"| {v['name']} | {v['cores']} | {_seconds(v['preparation_s'])} | {_seconds(v['stream_s'])}{note} | "
                      f"{v['img_per_s']:,.0f} | {v['total_s'] / 60:,.1f} min | {v['speedup_over_reference']:,.1f} |")

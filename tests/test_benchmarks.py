@@ -1,11 +1,10 @@
 """The benchmarks run end to end on tiny inputs and report every variant they promise."""
-import importlib.util
 import json
 import os
 
 import pytest
 
-from benchmarks import augment, common
+from benchmarks import augment, common, end_to_end
 
 pytestmark = pytest.mark.heavy(65)  # ~seconds here; scheduled first (tests/conftest.py)
 
@@ -61,6 +60,10 @@ def test_device_check_names_the_device_and_dtype_of_the_resample():
     assert any(line.startswith("ImageProjectiveTransformV3 float32: ran on ") for line in lines)
 
 
+PEER_NAMES = {"benchmarks.peer_torch": "PyTorch DataLoader + torchvision", "benchmarks.peer_monai": "MONAI",
+              "benchmarks.peer_dali": "NVIDIA DALI on the CPU"}
+
+
 def test_run_all_writes_json_charts_and_table(tmp_path):
     pytest.importorskip("tf_keras", reason="pip install --no-deps -r benchmarks/requirements-reference.txt")
     from PIL import Image
@@ -92,12 +95,17 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     assert "| input_pipeline | reference ImageDataGenerator |" in table and "make_tfrecords" in table
     assert json.load(open(tmp_path / "benchmarks.json"))["machine"]["cores"] >= 1
     reference, on_cpu, on_device, *peers = payload["results"]["end_to_end"]
-    if importlib.util.find_spec("torchvision"):  # both PyTorch forms, on the same train/ films; the pre-resized one timed its preparation
-        assert "full-size" in peers[0]["name"] and "pre-resized" in peers[1]["name"]
-        assert peers[0]["extrapolated"] and peers[1]["preparation_s"] > 0 and not peers[1]["extrapolated"]
-        assert {p["epoch_images"] for p in peers} == {reference["epoch_images"]}
-    else:
-        assert peers == []
+    names = [p["name"] for p in peers]
+    for module, package, _ in end_to_end.PEERS:  # each peer's two forms on the same films, or none when not installed
+        forms = [n for n in names if n.startswith(PEER_NAMES[module])]
+        assert len(forms) == (2 if end_to_end.installed(package) else 0), (module, names)
+    for peer in peers:
+        assert "not measured" not in peer["name"], peer["name"]
+        assert peer["epoch_images"] == reference["epoch_images"] and peer["img_per_s"] > 0
+        assert peer["extrapolated"] == (peer["measured_epochs"] < payload["epochs"])
+    if "cxr_fast's" in " ".join(names):  # DALI reading cxr_fast's records: its preparation is their conversion
+        dali = next(p for p in peers if "cxr_fast's" in p["name"])
+        assert dali["preparation_s"] == pytest.approx(on_cpu["preparation_s"])
     assert reference["extrapolated"] and reference["measured_epochs"] == 1 and reference["preparation_s"] == 0
     assert not on_cpu["extrapolated"] and on_cpu["preparation_s"] > 0 and on_cpu["measured_epochs"] == 2
     assert reference["epoch_images"] == on_cpu["epoch_images"] == on_device["epoch_images"]  # the same train/ films
@@ -121,6 +129,15 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     assert run_all.finish(payload, "x", str(tmp_path), targets_file=str(targets_md), log=lines.append) == 1
     assert [line.split(":")[0] for line in lines if line.startswith("TARGET MISSED")] == ["TARGET MISSED"] * 2
     assert "train_records (records)" in lines[-2] and "raw_no_cache_img_per_s (raw): not measured" in lines[-1]
+
+
+def test_a_peer_that_fails_here_is_a_row_not_measured_with_its_error(tmp_path):
+    rows = end_to_end.peer_rows("benchmarks.peer_dali", "json", "peer-dali", ["--epochs=1"], str(tmp_path),
+                                log=lambda *_: None)  # no --data_root: the peer exits with absl's error
+    assert len(rows) == 1 and rows[0]["name"].startswith("dali: not measured:") and "data_root" in rows[0]["name"]
+    assert end_to_end.markdown(rows).count("not measured") == 1
+    assert end_to_end.peer_rows("benchmarks.peer_x", "no_such_package_here", "peer", [], str(tmp_path),
+                                log=lambda *_: None) == []
 
 
 def test_targets_are_read_from_the_page_and_a_miss_is_named(tmp_path):
