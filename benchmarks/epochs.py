@@ -6,6 +6,8 @@ crashed here: torch's triton import segfaulted after TensorFlow had loaded).
 """
 import time
 
+from cxr_fast import atomic  # no TensorFlow behind it
+
 SIZE, BATCH = 128, 64
 
 
@@ -30,3 +32,12 @@ def python_stream(name, batches, films, cores, epochs, measured_epochs, preparat
     return {"name": name, "cores": cores, "preparation_s": preparation, "epoch_images": films,
             "measured_epochs": measured_epochs, "stream_s": seconds / measured_epochs * epochs,
             "extrapolated": measured_epochs < epochs}
+
+
+def print_and_save(rows, epochs, json_path=None):
+    """A peer process's output: a line per row, and the rows as JSON for end_to_end."""
+    for row in rows:
+        print(f"{row['name']}: {row['preparation_s']:,.1f} s preparation + {row['stream_s']:,.1f} s for "
+              f"{epochs} epochs (measured {row['measured_epochs']})")
+    if json_path:
+        atomic.write_json(json_path, rows)

@@ -22,7 +22,7 @@ import struct
 
 from absl import app, flags
 
-from benchmarks.epochs import BATCH, SIZE, python_stream
+from benchmarks.epochs import BATCH, SIZE, print_and_save, python_stream
 from cxr_fast import atomic  # no TensorFlow behind it
 
 RECORD_EPOCHS_MEASURED = 3  # decoded every epoch at the same cost: measured on 3, times 30
@@ -113,11 +113,7 @@ def main(argv):
     del argv
     FLAGS = flags.FLAGS
     rows = run(FLAGS.data_root, FLAGS.records, FLAGS.work_dir, FLAGS.epochs, FLAGS.preparation_s)
-    for row in rows:
-        print(f"{row['name']}: {row['preparation_s']:,.1f} s preparation + {row['stream_s']:,.1f} s for "
-              f"{FLAGS.epochs} epochs (measured {row['measured_epochs']})")
-    if FLAGS.json:
-        atomic.write_json(FLAGS.json, rows)
+    print_and_save(rows, FLAGS.epochs, FLAGS.json)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.epochs import BATCH, SIZE, endless, python_stream
-from cxr_fast import atomic  # no TensorFlow behind it
+from benchmarks.epochs import BATCH, SIZE, endless, print_and_save, python_stream
 
 # MONAI imports TensorFlow when it finds it (for TensorBoard); DataLoader workers forked from a
 # process holding TensorFlow's threads hung here. This process needs none: make the import fail.
@@ -97,11 +96,7 @@ def main(argv):
     del argv
     FLAGS = flags.FLAGS
     rows = run(FLAGS.data_root, FLAGS.epochs)
-    for row in rows:
-        print(f"{row['name']}: {row['preparation_s']:,.1f} s preparation + {row['stream_s']:,.1f} s for "
-              f"{FLAGS.epochs} epochs (measured {row['measured_epochs']})")
-    if FLAGS.json:
-        atomic.write_json(FLAGS.json, rows)
+    print_and_save(rows, FLAGS.epochs, FLAGS.json)
 
 
 if __name__ == "__main__":

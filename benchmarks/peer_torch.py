@@ -22,8 +22,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.epochs import BATCH, SIZE, endless, python_stream
-from cxr_fast import atomic  # no TensorFlow behind it
+from benchmarks.epochs import BATCH, SIZE, endless, print_and_save, python_stream
 
 
 def _gray(path):
@@ -87,11 +86,7 @@ def main(argv):
     del argv
     FLAGS = flags.FLAGS
     rows = run(FLAGS.data_root, FLAGS.work_dir, FLAGS.epochs)
-    for row in rows:
-        print(f"{row['name']}: {row['preparation_s']:,.1f} s preparation + {row['stream_s']:,.1f} s for "
-              f"{FLAGS.epochs} epochs{' (extrapolated from 1)' if row['extrapolated'] else ''}")
-    if FLAGS.json:
-        atomic.write_json(FLAGS.json, rows)
+    print_and_save(rows, FLAGS.epochs, FLAGS.json)
 
 
 if __name__ == "__main__":

@@ -141,3 +141,17 @@ def test_a_mix_is_opened_and_checked_without_tensorflow(nih_and_chexpert):
             "assert 'tensorflow' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_formats_stand_in_trains_in_one_mix(labelled_records, records_dir):
+    formats = ("nih", "chexpert", "mimic", "rsna", "csv")
+    mix = mixture.open_records(",".join([records_dir] + [labelled_records(f)[1] for f in formats]))
+    own = dict(zip(("kermany",) + formats, mix.columns))
+    labels_of = {name: {mix.findings[k] for k, c in enumerate(columns) if c >= 0} for name, columns in own.items()}
+    assert labels_of["kermany"] == labels_of["rsna"] == {"Pneumonia"}  # both binary sets' positive class
+    assert labels_of["mimic"] == labels_of["chexpert"] and "Effusion" in labels_of["mimic"]  # Pleural Effusion
+    assert labels_of["csv"] == {"opacity", "Effusion", "Nodule"}  # its own column names, aligned where known
+    assert "Effusion" in labels_of["nih"] & labels_of["chexpert"] & labels_of["csv"]
+    config = DataConfig(data_dir=mix.root, image_size=32, global_batch_size=32, cache="none")
+    _, labels = next(iter(pipeline.train_dataset(mix, config)))
+    assert labels.shape == (32, len(mix.findings)) and np.all(np.isin(labels.numpy(), (-1.0, 0.0, 1.0)))
