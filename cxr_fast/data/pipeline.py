@@ -55,12 +55,16 @@ def _decoder(record_set, config, with_metadata=False):
 
     def decode(serialized):
         features = schema.parse_batch(serialized, keys, len(task.findings))
-        images, labels = images_of(features), task.labels(features[schema.LABEL], features.get(schema.FINDINGS))
-        if not with_metadata:
-            return images, labels
-        return images, labels, {"filename": features[schema.FILENAME], "patient": features[schema.PATIENT]}
+        labels = task.labels(features[schema.LABEL], features.get(schema.FINDINGS))
+        return _element(images_of(features), labels, features, with_metadata)
 
     return decode
+
+
+def _element(images, labels, features, with_metadata):
+    if not with_metadata:
+        return images, labels
+    return images, labels, {"filename": features[schema.FILENAME], "patient": features[schema.PATIENT]}
 
 
 def _images(stored_size, encoding, image_size, features):
@@ -81,24 +85,30 @@ def _images(stored_size, encoding, image_size, features):
     return images
 
 
-def _mixed_decoder(mix, config):
+def _mixed_decoder(mix, config, with_metadata=False):
     """A function of (set index per record, a batch of serialized records of a mix's sets) ->
-    (uint8 images, float32 labels [B, the mix's findings]): one parse and decode for the batch
-    whichever sets its records come from (the sets share stored size and encoding)."""
+    (uint8 images, float32 labels [B, the mix's findings][, metadata]): one parse and decode for
+    the batch whichever sets its records come from (the sets share stored size and encoding)."""
     sources = tf.constant(_source_table(mix), tf.int32)  # [sets, findings]: column of [LABEL, FINDINGS...]
     width = max(len(part.findings) for part in mix.sets)
+    keys = _KEYS + [schema.PATIENT] * with_metadata
     images_of = functools.partial(_images, mix.stored_size, mix.encoding, config.image_size)
 
     def decode(set_ids, serialized):
-        features = schema.parse_batch(serialized, _KEYS, varying_findings=True)
+        features = schema.parse_batch(serialized, keys, varying_findings=True)
         findings = tf.sparse.to_dense(features[schema.FINDINGS], default_value=-1.0)
         findings = tf.pad(findings, [[0, 0], [0, width - tf.shape(findings)[1]]], constant_values=-1.0)
         table = tf.concat([tf.cast(features[schema.LABEL], tf.float32)[:, None], findings], axis=1)
         columns = tf.gather(sources, set_ids)
         labels = tf.where(columns >= 0, tf.gather(table, tf.maximum(columns, 0), batch_dims=1), -1.0)
-        return images_of(features), labels
+        return _element(images_of(features), labels, features, with_metadata)
 
     return decode
+
+
+def _from_set(decode, index, serialized):
+    """A mix's decoder on a batch of records all of set `index`."""
+    return decode(tf.fill(tf.shape(serialized), index), serialized)
 
 
 def _source_table(mix):
@@ -254,9 +264,9 @@ def train_dataset(record_set, config, input_context=None, epochs=None, start=(0,
         table = _decoded_table(files, records, decode, config)
         epoch = _cached_epochs(table, records, lambda seed, count: _permutations(seed, count, records),
                                share.batch, steps)
-    else:
-        epoch = _record_epochs(files, records, config, share.batch, steps)
-    return _epochs(epoch, steps, share, config, start, epochs, None if cache_fits(record_set, config) else decode)
+        return _epochs(epoch, steps, share, config, start, epochs)
+    epoch = _record_epochs(files, records, config, share.batch, steps)
+    return _epochs(epoch, steps, share, config, start, epochs, decode)
 
 
 def _mixed_train_dataset(mix, config, input_context, epochs, start, steps_per_epoch):
@@ -268,45 +278,21 @@ def _mixed_train_dataset(mix, config, input_context, epochs, start, steps_per_ep
     from draw by draw, then each batch parsed and decoded in one call, as for one set."""
     share = _share(mix, config, input_context)
     steps = _pipeline_steps(mix, config, share, steps_per_epoch)
-    parts = [_mix_part(mix, index, config, share) for index in range(len(mix.sets))]
-    counts = [records for _, records, _ in parts]
-    chooser = _Chooser(tuple(counts), mix.weights, mix.proportional)
+    files = [list(_split_files(part, "train"))[share.index::share.pipelines] for part in mix.sets]
+    counts = [_records_of(part, own, share) for part, own in zip(mix.sets, files)]
+    chooser, decode = _Chooser(tuple(counts), mix.weights, mix.proportional), _mixed_decoder(mix, config)
     if cache_fits(mix, config):
-        epoch = _cached_epochs(_joined_table(parts, config), sum(counts), chooser.rows, share.batch, steps)
+        epoch = _cached_epochs(_joined_table(files, counts, decode, config), sum(counts), chooser.rows, share.batch,
+                               steps)
         return _epochs(epoch, steps, share, config, start, epochs)
-    epoch = functools.partial(_mixed_record_epoch, parts, config, share.batch, steps, chooser)
-    return _epochs(epoch, steps, share, config, start, epochs, _mixed_decoder(mix, config))
+    epoch = functools.partial(_mixed_record_epoch, files, counts, config, share.batch, steps, chooser)
+    return _epochs(epoch, steps, share, config, start, epochs, decode)
 
 
-def _mix_part(mix, index, config, share):
-    """(this pipeline's train files, their records, the decoder into the mix's findings) of set `index`."""
-    part = mix.sets[index]
-    files = list(_split_files(part, "train"))[share.index::share.pipelines]
-    return files, _records_of(part, files, share), _union_decoder(part, config, mix.columns[index])
-
-
-def _union_decoder(record_set, config, columns, with_metadata=False):
-    """A set's decoder whose labels are placed in a mix's findings: column k is the set's output
-    `columns[k]`, or -1 (not labelled by this set)."""
-    decode = _decoder(record_set, config, with_metadata)
-    outputs = task_lib.for_record_set(record_set).outputs
-
-    def to_union(serialized):
-        images, labels, *rest = decode(serialized)
-        return (images, _to_union(labels, columns, outputs), *rest)
-
-    return to_union
-
-
-def _to_union(labels, columns, outputs):
-    own = tf.reshape(labels, [-1, outputs])
-    picked = tf.constant(columns, tf.int32)
-    return tf.where(picked[None] >= 0, tf.gather(own, tf.maximum(picked, 0), axis=1), -1.0)
-
-
-def _joined_table(parts, config):
+def _joined_table(files, counts, decode, config):
     """The sets' decoded tables as one (images, labels) element, set after set."""
-    tables = tuple(_decoded_table(files, records, decode, config) for files, records, decode in parts)
+    tables = tuple(_decoded_table(own, records, functools.partial(_from_set, decode, index), config)
+                   for index, (own, records) in enumerate(zip(files, counts)))
     return tf.data.Dataset.zip(tables).map(lambda *pairs: (tf.concat([p[0] for p in pairs], 0),
                                                            tf.concat([p[1] for p in pairs], 0)))
 
@@ -342,13 +328,13 @@ class _Chooser:
         return rows
 
 
-def _mixed_record_epoch(parts, config, batch, steps, chooser, seed):
+def _mixed_record_epoch(files, counts, config, batch, steps, chooser, seed):
     """One epoch of a mix read from the records: each set's serialized records in its own epoch
     order, chosen from draw by draw, batched with the set of each record (decoded per batch later,
     `_mixed_decoder`)."""
     count = steps * batch
-    streams = [_passes(files, records, config, _hash(seed, 1 << 20 | index), count)
-               for index, (files, records, _) in enumerate(parts)]
+    streams = [_passes(own, records, config, _hash(seed, 1 << 20 | index), count)
+               for index, (own, records) in enumerate(zip(files, counts))]
     chosen = tf.data.Dataset.from_tensor_slices(tf.cast(chooser.sets(seed, count), tf.int64))
     records = tf.data.Dataset.choose_from_datasets(streams, chosen)
     return tf.data.Dataset.zip((chosen, records)).batch(batch, drop_remainder=True).take(steps)
@@ -456,9 +442,9 @@ def _eval_dataset(record_set, split, config, decode, batch_size=None):
 
 def _mixed_eval_dataset(mix, split, config, with_metadata, batch_size):
     """Each set's split in turn, labels in the mix's findings; patients named `{set}/{patient}`."""
-    parts = [_eval_dataset(part, split, config, _union_decoder(part, config, mix.columns[index], with_metadata),
-                           batch_size).map(functools.partial(_namespaced, mix.set_name(index)))
-             for index, part in enumerate(mix.sets)]
+    decode = _mixed_decoder(mix, config, with_metadata)
+    parts = [_eval_dataset(part, split, config, functools.partial(_from_set, decode, index), batch_size).map(
+        functools.partial(_namespaced, mix.set_name(index))) for index, part in enumerate(mix.sets)]
     return functools.reduce(lambda joined, part: joined.concatenate(part), parts)
 
 
