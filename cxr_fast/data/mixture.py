@@ -69,11 +69,6 @@ class RecordMix:
     def num_records(self, split):
         return sum(s.num_records(split) for s in self.sets if split in s.files)
 
-    def check_split(self, split):
-        for s in self.sets:
-            s.check_split(split)
-        return self
-
     def check_batch_size(self, global_batch_size):
         if global_batch_size > self.num_records("train"):
             raise InputError(f"--batch_size={global_batch_size} is larger than the {self.num_records('train')} "

@@ -5,12 +5,12 @@ reference's numbers, data counts, training settings, and the figures.
                   training_curves.png samples.png mistakes.png report.md report.html
 Written by `cxr_fast.evaluation.scoring.evaluate` for a record set whose task is binary.
 """
-import json
 import os
 
 import numpy as np
 
 from cxr_fast.evaluation import plots, report
+from cxr_fast.serving import inference
 
 
 def needs_images(config):
@@ -88,10 +88,8 @@ def _report_blocks(config, record_set, result, figures):
                                   counts[s]["patients"]] for s in ("train", "val", "test")]),
                ("p", f"Split policy: {manifest['settings']['split']} (seed {manifest['settings']['seed']}); "
                      f"duplicates removed {manifest['duplicates_removed']}; files skipped {manifest['skipped_count']}.")]
-    config_path = os.path.join(config.model_dir, "config.json")
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            train = json.load(f)
+    train = inference.run_config(config.model_dir)
+    if train:
         blocks += [("h2", "Training settings"), ("table", ["setting", "value"], [
             ["backbone", f"EfficientNet{train['model']['backbone']}"], ["weights", train["model"]["weights"]],
             ["image size", train["model"]["image_size"]], ["batch size", train["data"]["global_batch_size"]],

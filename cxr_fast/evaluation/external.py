@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 from cxr_fast.errors import InputError
+from cxr_fast.serving import inference
 from cxr_fast.tasks import task as task_lib
 from cxr_fast.tasks import vocabulary
 
@@ -36,12 +37,10 @@ def pairing(model_task, set_task, data_dir):
 
 def trained_on(model_dir, data_dir):
     """Whether the model's training run read `data_dir` (config.json); None when it does not say."""
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
+    trained = inference.run_config(model_dir).get("data", {}).get("data_dir")
+    if trained is None:
         return None
-    with open(path) as f:
-        trained = json.load(f)["data"]["data_dir"].split(",")
-    return os.path.abspath(data_dir) in {os.path.abspath(d) for d in trained if d}
+    return os.path.abspath(data_dir) in {os.path.abspath(d) for d in trained.split(",") if d}
 
 
 def select(pairs, labels, probs, model_outputs, set_outputs):

@@ -82,7 +82,7 @@ def evaluate(config, log=print):
     model_task, task = inference.task_of(config.model_dir), task_lib.for_record_set(record_set)
     trained = external.trained_on(config.model_dir, config.data_dir)
     if model_task.output_names() != task.output_names() or trained is False:
-        return _evaluate_on_other(config, model, saved, model_task, record_set, data_config, trained, log)
+        return _evaluate_on_other(config, model, saved, (model_task, task), record_set, data_config, trained, log)
     layout = REPORTS[task.kind]
     threshold, choice = _threshold(config, task, model, record_set, data_config)
     labels, probs, patients, files, images = _score(model, task, record_set, config.split, data_config,
@@ -92,9 +92,10 @@ def evaluate(config, log=print):
                   (threshold, choice), result, log)
 
 
-def _evaluate_on_other(config, model, saved, model_task, record_set, data_config, trained, log):
-    """The model on a set labelled otherwise, over the findings both name (`external`)."""
-    set_task = task_lib.for_record_set(record_set)
+def _evaluate_on_other(config, model, saved, tasks, record_set, data_config, trained, log):
+    """The model on a set labelled otherwise, over the findings both name (`external`); `tasks`:
+    (the model's task, the record set's)."""
+    model_task, set_task = tasks
     pairs, skipped = external.pairing(model_task, set_task, config.data_dir)
     outputs = model.output_shape[-1]
     threshold, choice = external.thresholds(config, model_task, outputs, saved, pairs)

@@ -47,20 +47,21 @@ def load(model_path, flag="--model"):
     return model, saved_threshold(os.path.dirname(os.path.abspath(path)))
 
 
-def _model_settings(model_path):
-    """The "model" section of config.json beside model.keras (training writes it); {} without one."""
+def run_config(model_path):
+    """The training run's config.json beside model.keras (a training folder or the model file);
+    {} without one (a bare model file)."""
     folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         return {}
     with open(path) as f:
-        return json.load(f)["model"]
+        return json.load(f)
 
 
 def task_of(model_path):
     """The task of a model, from config.json beside model.keras: its findings or its class names;
     Kermany's NORMAL, PNEUMONIA when it names neither (a bare model file)."""
-    settings = _model_settings(model_path)
+    settings = run_config(model_path).get("model", {})
     return task_lib.create(settings.get("findings") or (), settings.get("classes") or dataset_index.CLASS_NAMES)
 
 

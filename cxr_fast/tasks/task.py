@@ -243,7 +243,7 @@ class FindingsTask:
         if mode == "none":
             return [[1.0, 1.0] for _ in self.findings]
         return [[(p + n) / (2 * n), (p + n) / (2 * p)] if p and n else [1.0, 1.0]
-                for p, n in record_set.finding_counts("train")]
+                for p, n in self.output_counts(record_set, "train")]
 
     def weighted_losses(self, labels, probs, weight_table):
         """Class-weighted cross-entropy per label [B, findings]; ignored labels weigh 0."""

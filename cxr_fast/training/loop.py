@@ -375,7 +375,8 @@ def _gate_ramp(run, history, global_step):
 
 def _finish_run(run, position, history):
     """Best weights, final model, test score and export; the finished state checkpointed."""
-    summary = _finish(run.config, run.model, run.record_set, history, run.out, run.steps.predict, run.log)
+    summary = _finish(run.config, run.model, (run.record_set, run.steps.task), history, run.out, run.steps.predict,
+                      run.log)
     save_checkpoint(run, position, history, [0] * 5, finished=True, summary=summary)
     run.out.cleanup()
     if run.workers > 1:  # leave together: a worker still running when the chief exits logs heartbeat errors
@@ -449,8 +450,9 @@ def weights_fingerprint(model):
     return digest.hexdigest()
 
 
-def _finish(config, model, record_set, history, out, predict_fn, log):
-    task = task_lib.for_record_set(record_set)
+def _finish(config, model, data, history, out, predict_fn, log):
+    """Best weights, model.keras, the test score and the export; `data`: (record set, its task)."""
+    record_set, task = data
     best = os.path.join(out.path, BEST_WEIGHTS)
     if os.path.isfile(best):
         model.load_weights(best)
