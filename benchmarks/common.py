@@ -49,17 +49,27 @@ def batch_puller(dataset, batches_per_call):
 def dataset_images_per_second(dataset, seconds, batches_per_call=GPU_STEPS_PER_LOOP):
     """Images/s of a tf.data pipeline consumed as the trainer on a GPU consumes it (`batch_puller`:
     its default steps per tf.function call)."""
-    pull = batch_puller(dataset, batches_per_call)
-    pull()  # trace and warm up
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        count += int(pull())
-    rate = count / (time.perf_counter() - start)
-    del pull
-    # The tf.function holds the iterator in a reference cycle: collect it now, so its threads,
-    # buffers and cache stop before the next variant is measured (seen: 100 threads left after 5).
+    return alternating_rates([dataset], seconds, 1, batches_per_call)[0][0]
+
+
+def alternating_rates(datasets, seconds, rounds, batches_per_call=GPU_STEPS_PER_LOOP):
+    """Images/s of each dataset in `rounds` windows of `seconds`, taken in turn (A B A B ...), so a
+    ratio of two is measured under the same load; [[rate per round] per dataset]."""
+    pulls = [batch_puller(dataset, batches_per_call) for dataset in datasets]
+    for pull in pulls:
+        pull()  # trace and warm up
+    rates = [[] for _ in pulls]
+    for _ in range(rounds):
+        for pull, measured in zip(pulls, rates):
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                count += int(pull())
+            measured.append(count / (time.perf_counter() - start))
+    del pulls, pull
+    # The tf.functions hold their iterators in reference cycles: collect them now, so their threads,
+    # buffers and caches stop before the next variant is measured (seen: 100 threads left after 5).
     gc.collect()
-    return rate
+    return rates
 
 
 def call_rate(fn, seconds, warmup_calls=2):

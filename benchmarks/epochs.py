@@ -9,6 +9,9 @@ import time
 from cxr_fast import atomic  # no TensorFlow behind it
 
 SIZE, BATCH = 128, 64
+# A stream whose every epoch costs the same (nothing cached after its first) is measured on this
+# many epochs and multiplied to the 30 ("extrapolated from 3" in the table).
+STEADY_EPOCHS = 3
 
 
 def endless(batches):

@@ -9,18 +9,21 @@ library) one 128 px record set per encoding: `jpeg/`, `png/`, `raw/`.
 
 Variants, all at 128x128, batch 64: the reference (tf_keras ImageDataGenerator.flow_from_directory
 with its augmentation), `keras.utils.image_dataset_from_directory`, and cxr_fast's training
-pipeline for each encoding, cache off and on, on 1 core and on all cores, plus the
-augmentation applied to every batch (as the trainer does on the device), and the JPEG pipeline
+pipeline for each encoding, cache off and on, on all cores (JPEG on 1 core too, the like-for-like
+rows beside the reference), plus the augmentation applied to every batch of the uncached JPEG
+stream (as the trainer does on the device; `record_rows`), and the JPEG pipeline
 through a tf.data service on loopback (dispatcher and one worker in this process: the cost of
 moving finished batches through the service, not its scaling, which needs more machines).
 The JPEG set is also written as a multi-label set of the same images (`multilabel/`: a generic
 CSV label file with 14 findings, the first the folder's class), so its rows read exactly the
-same pixels with a 14-float label vector per record instead of one integer.
+same pixels with a 14-float label vector per record instead of one integer; beside it, both
+sets trained as one (`mixed_rows`: the two measured in turns, the ratio a median of rounds).
 """
 import csv
 import hashlib
 import io
 import os
+import statistics
 
 import tensorflow as tf
 from absl import app, flags
@@ -98,20 +101,54 @@ def with_augmentation(dataset):
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def mixed_stream(single, multilabel, cache, cores):
+def mixed_stream(single, multilabel, cache):
     """The JPEG set and its multi-label twin trained as one (a proportional mix: 15 aligned findings
     per film), to set beside the multi-label set alone (14 findings): what mixing sets costs."""
     mix = mixture.open_records(f"{single.root},{multilabel.root}")
-    config = config_lib.DataConfig(data_dir=mix.root, image_size=SIZE, global_batch_size=BATCH, cache=cache,
-                                   num_threads=cores)
+    config = config_lib.DataConfig(data_dir=mix.root, image_size=SIZE, global_batch_size=BATCH, cache=cache)
     return pipeline.train_dataset(mix, config)
 
 
-def add_mixed_rows(add, single, multilabel, cores):
+MIX_ROUNDS = 3  # alternating windows of the twin and the mix (docs/benchmarks.md: the noise it halves)
+
+
+def mixed_rows(single, multilabel, seconds, batches_per_call, log=print):
+    """The multi-label twin alone and the two sets as one, cache off and on, measured in turns
+    (`MIX_ROUNDS` windows of seconds / 2 each, so both see the same load): rows at the median
+    rates; the mix's row carries the median of the rounds' ratios, `mixed_over_single`."""
+    rows, window = [], seconds / 2
+    settings = {"augment": "none", "consumer": _consumer(batches_per_call),
+                "measured": f"{MIX_ROUNDS} windows of {window:g} s in turns with its pair, median"}
     for cache in ("none", "memory"):
-        add(f"cxr_fast jpeg mixed: two record sets as one cache={cache}", mixed_stream(single, multilabel, cache, cores),
-            cores, cache=cache, augment="none",
-            reads=f"the jpeg and multi-label record sets together ({MULTILABEL_FINDINGS + 1} aligned findings a film)")
+        config = config_lib.DataConfig(data_dir=multilabel.root, image_size=SIZE, global_batch_size=BATCH, cache=cache)
+        twin, mixed = common.alternating_rates([pipeline.train_dataset(multilabel, config),
+                                                mixed_stream(single, multilabel, cache)], window, MIX_ROUNDS,
+                                               batches_per_call)
+        ratio = statistics.median(m / t for m, t in zip(mixed, twin))
+        rows.append({"name": f"cxr_fast jpeg multi-label ({MULTILABEL_FINDINGS} findings) cache={cache}",
+                     "img_per_s": statistics.median(twin), "cores": os.cpu_count() or 1,
+                     "settings": {**settings, "cache": cache, "reads": f"the same 128 px jpeg records, a "
+                                  f"{MULTILABEL_FINDINGS}-float label vector each"}})
+        rows.append({"name": f"cxr_fast jpeg mixed: two record sets as one cache={cache}",
+                     "img_per_s": statistics.median(mixed), "cores": os.cpu_count() or 1, "mixed_over_single": ratio,
+                     "settings": {**settings, "cache": cache, "reads": "the jpeg and multi-label record sets together "
+                                  f"({MULTILABEL_FINDINGS + 1} aligned findings a film)"}})
+        log(f"cxr_fast jpeg multi-label cache={cache}: {rows[-2]['img_per_s']:,.0f} img/s; the two sets as one: "
+            f"{rows[-1]['img_per_s']:,.0f} img/s, {ratio:.3f} of it (median of {MIX_ROUNDS} rounds)")
+    return rows
+
+
+def _consumer(batches_per_call):
+    return f"tf.function, {batches_per_call} batches a call (the trainer on a GPU)"
+
+
+def record_rows(encoding, all_cores):
+    """(cache, augmented, cores) of an encoding's rows: JPEG on 1 core too (beside the reference, which
+    uses one) and augmented uncached (augmentation bounds that stream: a cache changes nothing); png
+    and raw on all cores."""
+    cores = sorted({1, all_cores}) if encoding == "jpeg" else [all_cores]
+    rows = [(cache, False, n) for cache in ("none", "memory") for n in cores]
+    return rows + [("none", True, n) for n in cores] if encoding == "jpeg" else rows
 
 
 def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=print,
@@ -125,7 +162,7 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
     def add(name, batches, cores, **settings):
         if isinstance(batches, tf.data.Dataset):
             rate = common.dataset_images_per_second(batches, seconds, batches_per_call)
-            settings["consumer"] = f"tf.function, {batches_per_call} batches a call (the trainer on a GPU)"
+            settings["consumer"] = _consumer(batches_per_call)
         else:
             rate = common.images_per_second(batches, seconds)
             settings["consumer"] = "python loop"
@@ -143,24 +180,16 @@ def run(image_dir, tfrecord_dir, seconds, encodings=("jpeg", "png", "raw"), log=
     for encoding in encodings:
         record_set = recordset.open_record_set(os.path.join(tfrecord_dir, encoding))
         reads = f"128 px {encoding} records (converted once)"
-        for cache in ("none", "memory"):
-            for augmented in (False, True) if encoding == "jpeg" else (False,):
-                for cores in sorted({1, all_cores}):
-                    config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
-                                                   cache=cache, num_threads=cores)
-                    dataset = pipeline.train_dataset(record_set, config)
-                    add(f"cxr_fast {encoding} cache={cache}{' +augment' if augmented else ''}",
-                        with_augmentation(dataset) if augmented else dataset, cores, reads=reads, cache=cache,
-                        augment="reference fused, on the CPU" if augmented else "none")
+        for cache, augmented, cores in record_rows(encoding, all_cores):
+            config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
+                                           cache=cache, num_threads=cores)
+            dataset = pipeline.train_dataset(record_set, config)
+            add(f"cxr_fast {encoding} cache={cache}{' +augment' if augmented else ''}",
+                with_augmentation(dataset) if augmented else dataset, cores, reads=reads, cache=cache,
+                augment="reference fused, on the CPU" if augmented else "none")
         if encoding == "jpeg":
             multilabel = recordset.open_record_set(ensure_multilabel_set(image_dir, tfrecord_dir))
-            for cache in ("none", "memory"):
-                config = config_lib.DataConfig(data_dir=multilabel.root, image_size=SIZE, global_batch_size=BATCH,
-                                               cache=cache)
-                add(f"cxr_fast jpeg multi-label ({MULTILABEL_FINDINGS} findings) cache={cache}",
-                    pipeline.train_dataset(multilabel, config), all_cores, cache=cache, augment="none",
-                    reads=f"the same 128 px jpeg records, a {MULTILABEL_FINDINGS}-float label vector each")
-            add_mixed_rows(add, record_set, multilabel, all_cores)
+            variants += mixed_rows(record_set, multilabel, seconds, batches_per_call, log)
             service = data_service.LocalService(num_workers=1)
             config = config_lib.DataConfig(data_dir=record_set.root, image_size=SIZE, global_batch_size=BATCH,
                                            data_service=service.target, service_job="benchmark")

@@ -22,10 +22,9 @@ import struct
 
 from absl import app, flags
 
-from benchmarks.epochs import BATCH, SIZE, print_and_save, python_stream
+from benchmarks.epochs import BATCH, SIZE, STEADY_EPOCHS, print_and_save, python_stream
 from cxr_fast import atomic  # no TensorFlow behind it
 
-RECORD_EPOCHS_MEASURED = 3  # decoded every epoch at the same cost: measured on 3, times 30
 
 
 def write_index(shard, path):
@@ -105,7 +104,7 @@ def run(data_root, records, work_dir, epochs, preparation):
     indexes = [write_index(s, os.path.join(work_dir, os.path.basename(s) + ".idx")) for s in shards]
     rows.append(python_stream("NVIDIA DALI on the CPU, cxr_fast's 128 px records + augmentation",
                               batches(records_pipeline(shards, indexes, cores)), films, cores, epochs,
-                              min(RECORD_EPOCHS_MEASURED, epochs), preparation))
+                              min(STEADY_EPOCHS, epochs), preparation))
     return rows
 
 

@@ -24,13 +24,12 @@ import time
 
 from absl import app, flags
 
-from benchmarks.epochs import BATCH, SIZE, endless, print_and_save, python_stream
+from benchmarks.epochs import BATCH, SIZE, STEADY_EPOCHS, endless, print_and_save, python_stream
 
 # MONAI imports TensorFlow when it finds it (for TensorBoard); DataLoader workers forked from a
 # process holding TensorFlow's threads hung here. This process needs none: make the import fail.
 sys.modules.setdefault("tensorflow", None)
 
-CACHED_EPOCHS_MEASURED = 2  # the cached stream costs the same every epoch: measured on 2, times 30
 
 
 def films(image_dir):
@@ -74,7 +73,7 @@ def _pairs(batches):
 
 def run(data_root, epochs):
     """The two end-to-end rows: full-size (first epoch measured, x epochs) and cached (preparation
-    timed, `CACHED_EPOCHS_MEASURED` epochs measured, x epochs)."""
+    timed, `STEADY_EPOCHS` epochs measured, x epochs)."""
     from monai.data import CacheDataset, Dataset
     from monai.transforms import Compose
 
@@ -88,7 +87,7 @@ def run(data_root, epochs):
     preparation = time.perf_counter() - start
     rows.append(python_stream("MONAI CacheDataset (films loaded and resized once) + RandAffined",
                               _pairs(endless(loader(cached, cores))), len(items), cores, epochs,
-                              min(CACHED_EPOCHS_MEASURED, epochs), preparation))
+                              min(STEADY_EPOCHS, epochs), preparation))
     return rows
 
 

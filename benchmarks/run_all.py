@@ -2,6 +2,7 @@
 and the check of the targets in docs/benchmarks.md.
 
     python -m benchmarks.run_all --output_dir=bench_out --check [--data_root=chest_xray] [--measured_md=docs/benchmarks.md]
+    python -m benchmarks.run_all --output_dir=/tmp/smoke --quick     # does every part run here? (~1 min)
 
 `--data_root` is a Kermany-layout folder (train/, val/, test/ of full-size films); without it a
 Kermany-sized synthetic set is generated first (3,300 patients: ~6,800 films, ~5,600 in train/,
@@ -9,10 +10,12 @@ so the record sets hold >= 3,500 training records and caches and shuffle buffers
 the real set).  `--check` exits 1 naming every target in docs/benchmarks.md's Targets table that this run
 missed; `--measured_md` rewrites that page's measured section (between its markers) from this run.
 """
+import contextlib
 import io
 import os
 import shlex
 import sys
+import time
 
 from absl import app, flags
 
@@ -68,6 +71,11 @@ def markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def _minutes(part_seconds):
+    parts = ", ".join(f"{name} {seconds / 60:,.1f}" for name, seconds in part_seconds.items())
+    return f"{sum(part_seconds.values()) / 60:,.1f} min ({parts})"
+
+
 def report(payload, command):
     """The measured section: command, machine and date, then every table of the run."""
     machine = payload["machine"]
@@ -76,7 +84,8 @@ def report(payload, command):
     return (f"Command: `{command}`; machine: {machine['cores']} cores ({machine['processor']}), "
             f"{machine['gpus']} GPUs, TensorFlow {machine['tensorflow']}, Python {machine['python']}; "
             f"date {machine['date']}; {payload['train_records']:,} training records of 128 px behind every "
-            f"cached and uncached row.\n\nTime to a trained model, input side (docs/benchmarks.md, \"Like for like\"):\n\n"
+            f"cached and uncached row; the run took {_minutes(payload['part_seconds'])}.\n\n"
+            f"Time to a trained model, input side (docs/benchmarks.md, \"Like for like\"):\n\n"
             f"{end_to_end.markdown(payload['results']['end_to_end'], payload['epochs'])}\n"
             f"Every variant:\n\n{markdown(payload['results'])}\n"
             f"Figures the targets refer to:\n\n| figure | measured |\n|---|---|\n{figures}\n")
@@ -92,9 +101,18 @@ def write_measured_md(path, section):
     atomic.write_text(path, text[:begin + len(MARKERS[0])] + "\n" + section + text[end:])
 
 
+@contextlib.contextmanager
+def _timed(name, part_seconds, log):
+    """Records the wall seconds of the block as `part_seconds[name]` and logs them."""
+    start = time.perf_counter()
+    yield
+    part_seconds[name] = time.perf_counter() - start
+    log(f"{name}: done in {part_seconds[name]:,.0f} s")
+
+
 def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2", image_size=128, batch=64,
         log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000), epochs=end_to_end.EPOCHS,
-        batches_per_call=common.GPU_STEPS_PER_LOOP):
+        batches_per_call=common.GPU_STEPS_PER_LOOP, convert_films=convert.FILMS):
     os.makedirs(output_dir, exist_ok=True)
     if not data_root:
         images = os.path.join(output_dir, "synthetic")
@@ -104,19 +122,25 @@ def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2
         data_root = os.path.join(images, "chest_xray")
     image_dir = os.path.join(data_root, "train")
     records = os.path.join(output_dir, "records")
-    results = {"input_pipeline": input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log,
-                                                    batches_per_call=batches_per_call)}
-    augment_result = augment.run(seconds, batch, image_size, backbone, log=log)
-    results["augment"] = augment_result["variants"]
-    step = train_step.run(os.path.join(records, "jpeg"), seconds * 2, backbone, image_size, batch, log=log)
-    results["train_step"] = step["variants"]
-    results["convert"] = convert.run(image_dir, image_size, log=log)
-    results["end_to_end"] = end_to_end.run(data_root, epochs, work_dir=output_dir, log=log)
+    results, part_seconds = {}, {}
+    with _timed("input_pipeline", part_seconds, log):
+        results["input_pipeline"] = input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log,
+                                                       batches_per_call=batches_per_call)
+    with _timed("train_step", part_seconds, log):
+        step = train_step.run(os.path.join(records, "jpeg"), seconds, backbone, image_size, batch, log=log)
+        results["train_step"] = step["variants"]
+    with _timed("augment", part_seconds, log):  # its shares are of the step just measured
+        augment_result = augment.run(seconds, batch, image_size, backbone, log=log, step_rate=step["step_img_per_s"])
+        results["augment"] = augment_result["variants"]
+    with _timed("convert", part_seconds, log):
+        results["convert"] = convert.run(image_dir, image_size, log=log, films=convert_films)
+    with _timed("end_to_end", part_seconds, log):
+        results["end_to_end"] = end_to_end.run(data_root, epochs, work_dir=output_dir, log=log)
     payload = {"machine": common.machine(), "results": results, "epochs": epochs,
                "train_records": recordset.open_record_set(os.path.join(records, "jpeg")).num_records("train"),
                "augment_share_of_step": augment_result["fused_share_of_step"],
                "fused_speedup_over_chain": augment_result["fused_speedup_over_chain"],
-               "loop_headroom_over_h200_b2": step["loop_headroom_over_h200_b2"]}
+               "loop_headroom_over_h200_b2": step["loop_headroom_over_h200_b2"], "part_seconds": part_seconds}
     payload["figures"] = targets.figures(payload, payload["machine"]["cores"])
     common.write_json(os.path.join(output_dir, "benchmarks.json"), payload)
     for name, variants in results.items():
@@ -146,11 +170,23 @@ def finish(payload, command, output_dir, measured_md=None, targets_file=None, lo
     return 1 if failures else 0
 
 
+# `--quick`: every benchmark and peer on a 20-patient set of small films, tiny windows and model, JPEG
+# only, 2 epochs: that the whole run works here (the suite runs it), not how fast anything is.
+QUICK = dict(seconds=0.1, num_patients=20, backbone="tiny", image_size=32, batch=8, film_sizes=(96, 160),
+             encodings=("jpeg",), epochs=2, batches_per_call=2, convert_films=12)
+
+
 def main(argv):
     del argv
     FLAGS = flags.FLAGS
-    payload = run(FLAGS.output_dir, FLAGS.data_root, FLAGS.seconds, FLAGS.num_patients, FLAGS.backbone,
-                  FLAGS.image_size, FLAGS.batch_size, epochs=FLAGS.epochs)
+    if FLAGS.quick and (FLAGS.check or FLAGS.measured_md or FLAGS.data_root):
+        sys.exit("run_all: --quick measures nothing worth checking or writing down; drop --check, --measured_md "
+                 "and --data_root, or run without --quick")
+    if FLAGS.quick:
+        payload = run(FLAGS.output_dir, **QUICK)
+    else:
+        payload = run(FLAGS.output_dir, FLAGS.data_root, FLAGS.seconds, FLAGS.num_patients, FLAGS.backbone,
+                      FLAGS.image_size, FLAGS.batch_size, epochs=FLAGS.epochs)
     command = "python -m benchmarks.run_all " + shlex.join(sys.argv[1:])
     sys.exit(finish(payload, command, FLAGS.output_dir, FLAGS.measured_md, FLAGS.targets if FLAGS.check else None))
 
@@ -165,6 +201,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("image_size", 128, "Image size.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_integer("epochs", end_to_end.EPOCHS, "Epochs of the end-to-end input-side time.")
+    flags.DEFINE_bool("quick", False, "A smoke run in about a minute (QUICK): every part and peer on a tiny "
+                      "synthetic set; its figures mean nothing.")
     flags.DEFINE_bool("check", False, "Exit 1, naming each, when a figure misses its target in --targets.")
     flags.DEFINE_string("targets", "docs/benchmarks.md", "The file whose Targets table --check reads.")
     flags.DEFINE_string("measured_md", None, "Rewrite this page's measured section (docs/benchmarks.md) from the run.")

@@ -235,7 +235,8 @@ def run(data_dir, seconds, backbone="B2", image_size=128, batch=64, steps_per_lo
     if precise_bn_batches:
         variants.append({**precise_statistics_cost(steps, strategy, record_set, config, precise_bn_batches, step, log),
                          "settings": settings})
-    return {"variants": variants, "loop_headroom_over_h200_b2": overhead[-1]["headroom_over_h200_b2"],
+    return {"variants": variants, "step_img_per_s": step,
+            "loop_headroom_over_h200_b2": overhead[-1]["headroom_over_h200_b2"],
             "headroom_target": HEADROOM_TARGET}
 
 

@@ -336,8 +336,8 @@ def _mixed_record_epoch(files, counts, config, batch, steps, chooser, seed):
     streams = [_passes(own, records, config, _hash(seed, 1 << 20 | index), count)
                for index, (own, records) in enumerate(zip(files, counts))]
     chosen = tf.data.Dataset.from_tensor_slices(tf.cast(chooser.sets(seed, count), tf.int64))
-    records = tf.data.Dataset.choose_from_datasets(streams, chosen)
-    return tf.data.Dataset.zip((chosen, records)).batch(batch, drop_remainder=True).take(steps)
+    records = tf.data.Dataset.choose_from_datasets(streams, chosen).batch(batch, drop_remainder=True)
+    return tf.data.Dataset.zip((chosen.batch(batch, drop_remainder=True), records)).take(steps)
 
 
 @dataclasses.dataclass(frozen=True)
