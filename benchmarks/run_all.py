@@ -112,7 +112,7 @@ def _timed(name, part_seconds, log):
 
 def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2", image_size=128, batch=64,
         log=print, encodings=("jpeg", "png", "raw"), film_sizes=(900, 2000), epochs=end_to_end.EPOCHS,
-        batches_per_call=common.GPU_STEPS_PER_LOOP, convert_films=convert.FILMS):
+        batches_per_call=common.GPU_STEPS_PER_LOOP, convert_films=convert.FILMS, overhead=(256, 50)):
     os.makedirs(output_dir, exist_ok=True)
     if not data_root:
         images = os.path.join(output_dir, "synthetic")
@@ -127,7 +127,8 @@ def run(output_dir, data_root=None, seconds=5.0, num_patients=3300, backbone="B2
         results["input_pipeline"] = input_pipeline.run(image_dir, records, seconds, encodings=encodings, log=log,
                                                        batches_per_call=batches_per_call)
     with _timed("train_step", part_seconds, log):
-        step = train_step.run(os.path.join(records, "jpeg"), seconds, backbone, image_size, batch, log=log)
+        step = train_step.run(os.path.join(records, "jpeg"), seconds, backbone, image_size, batch, log=log,
+                              overhead_batch=overhead[0], overhead_steps_per_loop=overhead[1])
         results["train_step"] = step["variants"]
     with _timed("augment", part_seconds, log):  # its shares are of the step just measured
         augment_result = augment.run(seconds, batch, image_size, backbone, log=log, step_rate=step["step_img_per_s"])
@@ -173,7 +174,7 @@ def finish(payload, command, output_dir, measured_md=None, targets_file=None, lo
 # `--quick`: every benchmark and peer on a 20-patient set of small films, tiny windows and model, JPEG
 # only, 2 epochs: that the whole run works here (the suite runs it), not how fast anything is.
 QUICK = dict(seconds=0.1, num_patients=20, backbone="tiny", image_size=32, batch=8, film_sizes=(96, 160),
-             encodings=("jpeg",), epochs=2, batches_per_call=2, convert_films=12)
+             encodings=("jpeg",), epochs=2, batches_per_call=2, convert_films=12, overhead=(16, 5))
 
 
 def main(argv):

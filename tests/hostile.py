@@ -139,3 +139,23 @@ def deflated_dicom(inflated_bytes):
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     block = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
     return header[:meta_end] + block * (inflated_bytes // chunk) + b"\x03\x00"  # an empty final block
+
+
+def empty_train_shards(records_dir, which="all"):
+    """What a manifest naming the wrong files looks like: train shards emptied (every one, or the
+    first: a cached split then holds fewer records than counted), their size and checksum
+    "matching" (so the cheap checks pass), the record count as before."""
+    import hashlib
+    import json
+    import os
+
+    manifest_path = os.path.join(records_dir, "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    train = [shard for shard in manifest["shards"] if shard["split"] == "train"]
+    assert len(train) > 1
+    for shard in train if which == "all" else train[:1]:
+        open(os.path.join(records_dir, shard["file"]), "wb").close()
+        shard["bytes"], shard["sha256"] = 0, hashlib.sha256(b"").hexdigest()
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)

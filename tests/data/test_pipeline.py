@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import hostile
 from cli import ROOT
 from cxr_fast.config import DataConfig
 from cxr_fast.data import pipeline, recordset, schema
@@ -147,6 +148,16 @@ def test_changed_shard_fails_verification_only(copy_of):
     with pytest.raises(InputError, match="corrupt"):
         with pipeline.readable_errors(record_set.root):
             for _ in pipeline.eval_dataset(record_set, "test", _config(copy_of)):
+                pass
+
+
+@pytest.mark.parametrize("cache, emptied", [("memory", "all"), ("none", "all"), ("memory", "one")])
+def test_train_shards_that_yield_fewer_records_than_counted_are_one_error(copy_of, cache, emptied):
+    hostile.empty_train_shards(copy_of, emptied)
+    record_set = recordset.open_record_set(copy_of)
+    with pytest.raises(InputError, match="fewer records than manifest.json counts"):
+        with pipeline.readable_errors(record_set.root):
+            for _ in pipeline.train_dataset(record_set, _config(copy_of, cache=cache), epochs=2):
                 pass
 
 

@@ -1,5 +1,4 @@
 """Strategy, precision and XLA choices on this (CPU) machine, who writes, and a lost worker."""
-import json
 import os
 import re
 import signal
@@ -13,7 +12,7 @@ from cxr_fast.distributed import cluster
 from cxr_fast.distributed import strategy as strategy_lib
 from cxr_fast.errors import InputError
 
-pytestmark = pytest.mark.heavy(90)  # ~seconds here; scheduled first (tests/conftest.py)
+pytestmark = pytest.mark.heavy(40)  # ~seconds here; scheduled first (tests/conftest.py)
 
 
 def test_cpu_defaults_are_float32_without_xla():
@@ -75,10 +74,10 @@ def _train_command(records, model_dir, *flags):
             "--augment=none", "--epochs=1", *flags]
 
 
-def test_a_killed_worker_ends_the_other_and_the_cluster_resumes(records_dir, tmp_path):
+def test_a_killed_worker_ends_the_other_with_one_line(records_dir, tmp_path):
     """SIGKILL worker 1 mid-epoch, default flags (no collective timeout): worker 0 notices through
-    TensorFlow's heartbeats and exits with one clear line; started again, both workers resume
-    from the chief's checkpoint at the same step."""
+    TensorFlow's heartbeats and exits with one clear line (workers on separate hosts, no launcher
+    to stop it; the cluster started again resumes: tests/test_launch_local.py)."""
     model_dir = tmp_path / "run"
     env = {"PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     out = Lines()
@@ -97,13 +96,3 @@ def test_a_killed_worker_ends_the_other_and_the_cluster_resumes(records_dir, tmp
                                           "reached)", errors[0]), errors
     assert not any("Traceback" in line for line in survivor)
 
-    with open(model_dir / "checkpoints" / "state.json") as f:
-        saved_step = int(re.search(r"(\d+)$", json.load(f)["checkpoint"]).group(1))
-    out = Lines()
-    resumed = cluster.LocalCluster(_train_command(records_dir, model_dir, f"--steps_per_epoch={saved_step + 2}",
-                                                  "--checkpoint_every_secs=600"), 2, env=env, out=out, cwd=ROOT)
-    assert resumed.wait() == 0, out.getvalue()[-3000:]
-    starts = [re.search(rf"\[worker {i}\] resuming at epoch 1, step (\d+)", out.getvalue()) for i in (0, 1)]
-    assert all(starts) and int(starts[0].group(1)) == int(starts[1].group(1)) == saved_step >= 3
-    sums = [re.search(rf"\[worker {i}\] weights sha256 (\w+)", out.getvalue()).group(1) for i in (0, 1)]
-    assert sums[0] == sums[1]
