@@ -109,7 +109,7 @@ def mixed_stream(single, multilabel, cache):
     return pipeline.train_dataset(mix, config)
 
 
-MIX_ROUNDS = 3  # alternating windows of the twin and the mix (docs/benchmarks.md: the noise it halves)
+MIX_ROUNDS = 3  # windows of the twin and the mix, in turns (docs/benchmarks.md: the noise seen without)
 
 
 def mixed_rows(single, multilabel, seconds, batches_per_call, log=print):
