@@ -17,12 +17,13 @@ import shlex
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks import augment, common, convert, end_to_end, input_pipeline, targets, train_step
-from cxr_fast import atomic
+from cxr_fast import atomic, entry
 from cxr_fast.config import SyntheticConfig
 from cxr_fast.data import recordset, synthetic
+from cxr_fast.errors import InputError
 
 
 def chart(variants, path, title):
@@ -181,8 +182,8 @@ def main(argv):
     del argv
     FLAGS = flags.FLAGS
     if FLAGS.quick and (FLAGS.check or FLAGS.measured_md or FLAGS.data_root):
-        sys.exit("run_all: --quick measures nothing worth checking or writing down; drop --check, --measured_md "
-                 "and --data_root, or run without --quick")
+        raise InputError("--quick measures nothing worth checking or writing down; drop --check, --measured_md "
+                         "and --data_root, or run without --quick")
     if FLAGS.quick:
         payload = run(FLAGS.output_dir, **QUICK)
     else:
@@ -208,4 +209,4 @@ if __name__ == "__main__":
     flags.DEFINE_string("targets", "docs/benchmarks.md", "The file whose Targets table --check reads.")
     flags.DEFINE_string("measured_md", None, "Rewrite this page's measured section (docs/benchmarks.md) from the run.")
     flags.mark_flags_as_required(["output_dir"])
-    app.run(main)
+    entry.run_main(main)

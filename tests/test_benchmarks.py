@@ -126,6 +126,14 @@ def test_run_all_writes_json_charts_and_table(tmp_path):
     assert "train_records (records)" in lines[-2] and "raw_no_cache_img_per_s (raw): not measured" in lines[-1]
 
 
+def test_quick_refuses_to_check_or_write_down_its_figures(tmp_path):
+    from cli import assert_one_line_error, run
+
+    assert_one_line_error(run("benchmarks.run_all", f"--output_dir={tmp_path / 'out'}", "--quick", "--check"),
+                          "--quick", "--check")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_peer_that_fails_here_is_a_row_not_measured_with_its_error(tmp_path):
     rows = end_to_end.peer_rows("benchmarks.peer_dali", "json", "peer-dali", ["--epochs=1"], str(tmp_path),
                                 log=lambda *_: None)  # no --data_root: the peer exits with absl's error
