@@ -203,7 +203,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("image_size", 128, "Image size.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")
     flags.DEFINE_integer("epochs", end_to_end.EPOCHS, "Epochs of the end-to-end input-side time.")
-    flags.DEFINE_bool("quick", False, "A smoke run in about a minute (QUICK): every part and peer on a tiny "
+    flags.DEFINE_bool("quick", False, "A smoke run of ~2 minutes (QUICK): every part and peer on a tiny "
                       "synthetic set; its figures mean nothing.")
     flags.DEFINE_bool("check", False, "Exit 1, naming each, when a figure misses its target in --targets.")
     flags.DEFINE_string("targets", "docs/benchmarks.md", "The file whose Targets table --check reads.")
