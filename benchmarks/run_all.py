@@ -2,7 +2,7 @@
 and the check of the targets in docs/benchmarks.md.
 
     python -m benchmarks.run_all --output_dir=bench_out --check [--data_root=chest_xray] [--measured_md=docs/benchmarks.md]
-    python -m benchmarks.run_all --output_dir=/tmp/smoke --quick     # does every part run here? (~1 min)
+    python -m benchmarks.run_all --output_dir=/tmp/smoke --quick     # does every part run here? (~2 min)
 
 `--data_root` is a Kermany-layout folder (train/, val/, test/ of full-size films); without it a
 Kermany-sized synthetic set is generated first (3,300 patients: ~6,800 films, ~5,600 in train/,
